@@ -1,0 +1,107 @@
+"""Hardware configuration as plain data.
+
+chargerd's config loader builds these from the ``[hardware]`` table of the TOML
+file; hal/ never reads a file itself.  Pin numbers are BCM GPIO numbers.
+Defaults are those of ``etc/chargerd.toml`` and the README wiring table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True, slots=True)
+class ContactorConfig:
+    pin: int = 17
+    active_high: bool = True
+    feedback_pin: int | None = None  # auxiliary contact, reads active when closed
+    feedback_active_high: bool = True
+    settle_s: float = 0.1  # time the mechanics take before the feedback is trusted
+
+
+@dataclass(frozen=True, slots=True)
+class LockConfig:
+    kind: Literal["none", "motor", "solenoid"] = "none"
+    # motor: pins[0] drives towards "locked", pins[1] towards "unlocked" (H-bridge);
+    # solenoid: pins[0] held active while locked.
+    pins: tuple[int, ...] = ()
+    sense_pin: int | None = None  # reads active when the pin is locked
+    sense_active_high: bool = True
+    pulse_s: float = 0.3  # motor pulse length / time before the sense is checked
+
+
+@dataclass(frozen=True, slots=True)
+class LedConfig:
+    kind: Literal["none", "rgb", "single"] = "rgb"
+    pins: tuple[int, ...] = (5, 6, 13)  # rgb: red, green, blue; single: one pin
+    active_high: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class PilotConfig:
+    pwm_pin: int = 18  # hardware PWM0 on a Pi
+    adc_device: int = 1  # MCP3008 on SPI0 CE1 (the RC522 has CE0)
+    cp_channel: int = 0
+    pp_channel: int | None = 1
+    # The CP front end maps -12..+12 V onto the ADC's 0..1 range linearly:
+    # volts = cp_offset_v + value * cp_span_v
+    cp_offset_v: float = -12.0
+    cp_span_v: float = 24.0
+    # PP: the cable's resistor against a pull-up to the ADC reference
+    pp_pullup_ohm: float = 1000.0
+
+
+@dataclass(frozen=True, slots=True)
+class MeterBusConfig:
+    """One RS485 bus (or Modbus TCP gateway) shared by the connectors' meters."""
+
+    transport: Literal["rtu", "tcp"] = "rtu"
+    port: str = "/dev/ttyUSB0"
+    baudrate: int = 9600
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: int = 1
+    host: str = "127.0.0.1"
+    tcp_port: int = 502
+    timeout_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderConfig:
+    kind: Literal["none", "rc522"] = "rc522"
+    spi_bus: int = 0
+    spi_device: int = 0
+    rst_pin: int = 25  # BCM
+    poll_interval_s: float = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorConfig:
+    contactor: ContactorConfig = field(default_factory=ContactorConfig)
+    lock: LockConfig = field(default_factory=LockConfig)
+    led: LedConfig = field(default_factory=LedConfig)
+    pilot: PilotConfig = field(default_factory=PilotConfig)
+    meter_model: str = "sdm630"
+    meter_unit_id: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class MockConfig:
+    """The simulated station of the bench."""
+
+    voltage_v: float = 230.0
+    ev_max_current_a: float = 32.0
+    ev_phases: int = 3
+    cable_capacity_a: int = 32
+    frequency_hz: float = 50.0
+    lock: bool = True  # socket outlet with a lock (False: tethered cable)
+
+
+@dataclass(frozen=True, slots=True)
+class HardwareConfig:
+    driver: Literal["mock", "pi"] = "mock"
+    pin_factory: str | None = None  # gpiozero pin factory ("lgpio", "rpigpio", "mock")
+    connectors: tuple[ConnectorConfig, ...] = (ConnectorConfig(),)
+    reader: ReaderConfig = field(default_factory=ReaderConfig)
+    meter_bus: MeterBusConfig = field(default_factory=MeterBusConfig)
+    mock: MockConfig = field(default_factory=MockConfig)
