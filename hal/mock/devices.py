@@ -1,0 +1,195 @@
+"""The six mock devices, each implementing its hal.interfaces protocol.
+
+They behave like the real drivers seen from the daemon: commands take effect
+(instantly), failures are raised as hal.errors, and standing faults show in
+``faults()``.  The faults themselves are injected by the bench through
+hal.mock.station.MockStation, never by the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable
+
+from hal.errors import ContactorError, LockError, MeterError
+from hal.interfaces import EvState, Fault, IndicatorState, MeterSample
+from hal.mock.ev import SimConnector
+
+log = logging.getLogger(__name__)
+
+_NO_FAULTS: frozenset[Fault] = frozenset()
+_UID = re.compile(r"[0-9A-F]+")
+UID_LENGTHS = (8, 14, 20)  # 4-, 7- and 10-byte ISO 14443 UIDs
+
+
+def normalize_uid(uid: str) -> str:
+    """The UID as a reader reports it: upper-case hex of 4, 7 or 10 bytes."""
+    if not isinstance(uid, str):
+        raise ValueError(f"a card UID is a hex string, got {uid!r}")
+    text = uid.strip().upper()
+    if not _UID.fullmatch(text) or len(text) not in UID_LENGTHS:
+        raise ValueError(f"a card UID is {'/'.join(map(str, UID_LENGTHS))} hex digits, got {uid!r}")
+    return text
+
+
+class MockContactor:
+    """Contactor whose contacts are the simulated ones (welding included)."""
+
+    def __init__(self, sim: SimConnector) -> None:
+        self._sim = sim
+
+    @property
+    def closed(self) -> bool:
+        return self._sim.contactor_commanded
+
+    async def close(self) -> None:
+        self._sim.command_contacts(True)
+
+    async def open(self) -> None:
+        self._sim.command_contacts(False)
+        if self._sim.contacts_closed:
+            raise ContactorError(
+                f"connector {self._sim.number}: contacts still closed after open (welded)",
+                Fault.CONTACTOR_WELDED,
+            )
+
+    def faults(self) -> frozenset[Fault]:
+        if self._sim.contacts_closed and not self._sim.contactor_commanded:
+            return frozenset({Fault.CONTACTOR_WELDED})
+        return _NO_FAULTS
+
+
+class MockCableLock:
+    """Cable lock of a socket outlet; a jammed lock stays where it is and says so."""
+
+    def __init__(self, number: int) -> None:
+        self._number = number
+        self._locked = False
+        self.jammed = False
+
+    @property
+    def locked(self) -> bool:
+        return self._locked
+
+    async def lock(self) -> None:
+        self._move(True)
+
+    async def unlock(self) -> None:
+        self._move(False)
+
+    def _move(self, locked: bool) -> None:
+        if self.jammed:
+            where = "locked" if self._locked else "unlocked"
+            raise LockError(f"connector {self._number}: cable lock jammed, still {where}")
+        self._locked = locked
+
+    def faults(self) -> frozenset[Fault]:
+        return frozenset({Fault.LOCK_FAILURE}) if self.jammed else _NO_FAULTS
+
+
+class MockIndicator:
+    """Status light that remembers what it showed and when, for the bench and tests."""
+
+    def __init__(self, monotonic: Callable[[], float]) -> None:
+        self._monotonic = monotonic
+        self._state = IndicatorState.OFF
+        self.history: list[tuple[float, IndicatorState]] = []
+
+    @property
+    def state(self) -> IndicatorState:
+        return self._state
+
+    def show(self, state: IndicatorState) -> None:
+        state = IndicatorState(state)  # ValueError for a state the light cannot show
+        self._state = state
+        self.history.append((self._monotonic(), state))
+
+    def faults(self) -> frozenset[Fault]:
+        return _NO_FAULTS
+
+
+class MockRfidReader:
+    """Card reader fed by the bench; a dead reader sees nothing that is presented."""
+
+    def __init__(self) -> None:
+        self._cards: asyncio.Queue[str] = asyncio.Queue()
+        self.dead = False
+
+    def present(self, uid: str) -> bool:
+        """Hold a card to the reader; True when the reader saw it."""
+        card = normalize_uid(uid)
+        if self.dead:
+            log.warning("mock reader is dead: card %s is not seen", card)
+            return False
+        self._cards.put_nowait(card)
+        return True
+
+    @property
+    def pending(self) -> int:
+        """Cards read but not yet taken by next_card()."""
+        return self._cards.qsize()
+
+    async def next_card(self) -> str:
+        return await self._cards.get()
+
+    def faults(self) -> frozenset[Fault]:
+        return frozenset({Fault.READER_FAILURE}) if self.dead else _NO_FAULTS
+
+
+class MockEnergyMeter:
+    """Three-phase meter on the simulated supply; a silent meter still counts."""
+
+    def __init__(self, sim: SimConnector) -> None:
+        self._sim = sim
+        self._last: MeterSample | None = None
+        self.silent = False
+        self._logged_silent = False
+
+    @property
+    def last_sample(self) -> MeterSample | None:
+        return self._last
+
+    async def read(self) -> MeterSample:
+        # The register keeps counting while the bus is silent (as a real meter
+        # would), so the first reading after recovery jumps by what was missed.
+        self._sim.advance()
+        if self.silent:
+            if not self._logged_silent:
+                log.error("connector %s: mock meter does not answer", self._sim.number)
+                self._logged_silent = True
+            raise MeterError(f"connector {self._sim.number}: meter does not answer")
+        if self._logged_silent:
+            log.info("connector %s: mock meter answers again", self._sim.number)
+            self._logged_silent = False
+        self._last = self._sim.sample()
+        return self._last
+
+    def faults(self) -> frozenset[Fault]:
+        return frozenset({Fault.METER_FAILURE}) if self.silent else _NO_FAULTS
+
+
+class MockPilot:
+    """Control pilot whose EV follows IEC 61851 (state C only while PWM is offered)."""
+
+    def __init__(self, sim: SimConnector) -> None:
+        self._sim = sim
+
+    @property
+    def offered_current_a(self) -> float | None:
+        return self._sim.offered_current_a
+
+    def set_offered_current(self, amps: float | None) -> None:
+        self._sim.set_offer(amps)
+
+    async def ev_state(self) -> EvState:
+        return self._sim.ev_state()
+
+    async def cable_capacity_a(self) -> int | None:
+        return self._sim.cable_capacity_a if self._sim.plugged else None
+
+    def faults(self) -> frozenset[Fault]:
+        if self._sim.plugged and self._sim.ev_error:
+            return frozenset({Fault.EV_ERROR})
+        return _NO_FAULTS
