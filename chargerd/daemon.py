@@ -1,0 +1,275 @@
+"""chargerd: wiring and lifecycle.  No behaviour lives here, only who talks to whom.
+
+Start order matters for safety and for the power-loss guarantee:
+store (migrations, integrity) -> OCPP configuration -> hardware (contactors
+open) -> power-loss recovery (queue the StopTransaction of whatever was
+running) -> link, services, control socket -> READY=1 to systemd.
+On SIGTERM: contactors open, store closed, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from chargerd import __version__
+from chargerd.clock import SystemClock
+from chargerd.config import Config, ConfigError, load_config
+
+log = logging.getLogger("chargerd")
+
+
+class Daemon:
+    """Owns the tasks and the order of start and stop; services own the behaviour."""
+
+    def __init__(self, cfg: Config, *, config_path: Path | None = None) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.clock = SystemClock()
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = asyncio.Event()
+        self._restart_reason: str | None = None
+        self.started_at = self.clock.monotonic()
+
+    # -- build -------------------------------------------------------------------------
+
+    async def build(self) -> None:
+        from chargerd.control.commands import build_commands
+        from chargerd.control.server import ControlServer
+        from chargerd.features import metering
+        from chargerd.features.auth import AuthorizationCache, Authorizer
+        from chargerd.features.availability import AvailabilityService
+        from chargerd.features.boot import BootService, Identity
+        from chargerd.features.cards import CardService
+        from chargerd.features.configuration import ConfigurationService, declare_core_keys
+        from chargerd.features.connectors import ConnectorRuntime, ConnectorSupervisor
+        from chargerd.features.outbox import Outbox
+        from chargerd.features.remote import RemoteService
+        from chargerd.features.status_report import StatusPublisher
+        from chargerd.features.transactions import TransactionService
+        from chargerd.link import FrameLog, Link, link_errors
+        from chargerd.store import Store
+
+        cfg = self.cfg
+        state_dir = Path(cfg.paths.state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store.open(state_dir / "chargerd.db")
+        if self.store.recovered_from is not None:
+            log.error("the state database was corrupt and was moved to %s", self.store.recovered_from)
+
+        n = cfg.station.connectors
+        self.config = ConfigurationService(self.store)
+        declare_core_keys(self.config, connectors=n, supported_measurands=metering.SUPPORTED_MEASURANDS)
+        try:
+            self.config.apply_initial(dict(cfg.ocpp))
+        except ValueError as exc:
+            raise ConfigError(f"{self.config_path or 'configuration'}: {exc}") from exc
+
+        self.hardware = await self._open_hardware()
+
+        self.frame_log = FrameLog(clock=self.clock)
+        self.link = Link(
+            url=cfg.csms.url,
+            charge_point_id=cfg.station.charge_point_id,
+            clock=self.clock,
+            frame_log=self.frame_log,
+            ping_interval=lambda: float(self.config.get("WebSocketPingInterval") or 0),
+            basic_auth=self._basic_auth(),
+            max_frame_bytes=cfg.csms.max_frame_bytes,
+        )
+        errors = link_errors()
+        self.cache = AuthorizationCache(self.store, self.clock, self.config)
+        self.authorizer = Authorizer(self.cache, self.link, self.config, self.clock)
+        self.outbox = Outbox(
+            self.store, self.clock,
+            attempts=lambda: int(self.config.get("TransactionMessageAttempts") or 1),
+            retry_interval=lambda: int(self.config.get("TransactionMessageRetryInterval") or 0),
+        )
+        self.transactions = TransactionService(
+            store=self.store, clock=self.clock, outbox=self.outbox, config=self.config, cache=self.cache,
+        )
+        runtimes = [ConnectorRuntime(id=i + 1, hw=hw) for i, hw in enumerate(self.hardware.connectors)]
+        self.boot = BootService(
+            link=self.link, clock=self.clock, config=self.config, link_errors=errors.any,
+            identity=Identity(
+                charge_point_vendor=cfg.station.vendor,
+                charge_point_model=cfg.station.model,
+                firmware_version=cfg.station.firmware_version,
+                charge_point_serial_number=cfg.station.serial_number,
+                meter_type=self._meter_type(),
+            ),
+            current_statuses=lambda: self.status.current(),
+        )
+        self.status = StatusPublisher(
+            clock=self.clock, config=self.config, send=self.boot.send_status,
+            station=lambda: self.supervisor.station_status(self._reader_faults()),
+        )
+        self.supervisor = ConnectorSupervisor(
+            connectors=runtimes, transactions=self.transactions, config=self.config,
+            clock=self.clock, report_status=self.status.report,
+            max_current_a=cfg.station.max_current_a,
+        )
+        self.availability = AvailabilityService(store=self.store, supervisor=self.supervisor)
+        self.availability.restore()
+        self.sampler = metering.MeterSampler(
+            supervisor=self.supervisor, transactions=self.transactions, config=self.config,
+            clock=self.clock, send_live=self.boot.send_live,
+        )
+        self.cards = CardService(
+            supervisor=self.supervisor, authorizer=self.authorizer, config=self.config,
+            clock=self.clock, online=self.boot.online,
+        )
+        self.remote = RemoteService(
+            supervisor=self.supervisor, authorizer=self.authorizer, config=self.config,
+            clock=self.clock, online=self.boot.online, restart=self.request_restart,
+        )
+        for feature in (self.config, self.cache, self.remote, self.availability):
+            self.link.register(feature)
+        self.link.add_connect_listener(self.boot.on_connect)
+        self.link.add_disconnect_listener(self.boot.on_disconnect)
+        self.link.add_disconnect_listener(self.status.on_disconnect)
+        self.config.on_change("HeartbeatInterval", lambda _v: self.boot.heartbeat_changed())
+        self.config.on_change("MeterValueSampleInterval", lambda _v: self.sampler.periodic.poke())
+        self.config.on_change("ClockAlignedDataInterval", lambda _v: self.sampler.aligned_changed())
+
+        # Whatever a previous process left running ends now, as PowerLoss.
+        self.recovered = self.transactions.recover_power_loss()
+
+        self.control = ControlServer(
+            Path(cfg.paths.control_socket), **build_commands(self),
+        )
+
+    async def _open_hardware(self):
+        cfg = self.cfg
+        if cfg.hardware.driver == "mock":
+            from hal.mock import open_mock_station
+
+            return open_mock_station(
+                cfg.hardware, Path(cfg.paths.state_dir), connectors=cfg.station.connectors
+            )
+        from hal.pi.station import open_pi_station
+
+        return await open_pi_station(cfg.hardware, Path(cfg.paths.state_dir))
+
+    def _basic_auth(self) -> tuple[str, str] | None:
+        csms = self.cfg.csms
+        if csms.security_profile in (1, 2) and csms.basic_auth_password:
+            return (self.cfg.station.charge_point_id, csms.basic_auth_password)
+        return None
+
+    def _meter_type(self) -> str:
+        hw = self.cfg.hardware
+        if hw.driver == "mock":
+            return "chargerd mock meter"
+        return ", ".join(sorted({c.meter_model.upper() for c in hw.connectors}))
+
+    def _reader_faults(self):
+        reader = self.hardware.reader
+        return reader.faults() if reader is not None else frozenset()
+
+    # -- run ---------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        from chargerd import sdnotify
+
+        await self.build()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        await self.control.start()
+        jobs = {
+            "link": self.link.run(),
+            "boot": self.boot.run(),
+            "heartbeat": self.boot.heartbeat_loop(),
+            "live": self.boot.live_loop(),
+            "outbox": self.outbox.run(
+                self.link.call, self.boot.ready,
+                errors=link_errors().refused, offline_errors=link_errors().offline,
+            ),
+            "supervisor": self.supervisor.run(),
+            "status": self.status.run(),
+            "sampler": self.sampler.periodic.run(),
+            "aligned": self.sampler.aligned_loop(),
+        }
+        if self.hardware.reader is not None:
+            jobs["cards"] = self.cards.run(self.hardware.reader)
+        watchdog = sdnotify.watchdog_interval()
+        if watchdog:
+            jobs["watchdog"] = sdnotify.watchdog_loop(watchdog)
+        for name, coro in jobs.items():
+            task = asyncio.create_task(coro, name=name)
+            task.add_done_callback(self._task_died)
+            self._tasks.append(task)
+        sdnotify.notify("READY=1")
+        log.info(
+            "chargerd %s ready: %s, %d connector(s), %s hardware, CSMS %s",
+            __version__, self.cfg.station.charge_point_id, self.cfg.station.connectors,
+            self.hardware.kind, self.cfg.csms.url,
+        )
+        await self._stopping.wait()
+        sdnotify.notify("STOPPING=1")
+        await self.shutdown()
+        if self._restart_reason:
+            log.warning("restarting chargerd (%s)", self._restart_reason)
+            os.execv(sys.executable, [sys.executable, "-m", "chargerd.daemon", *sys.argv[1:]])
+        return 0
+
+    def _task_died(self, task: asyncio.Task) -> None:
+        if task.cancelled() or self._stopping.is_set():
+            return
+        exc = task.exception()
+        log.critical("task %s ended unexpectedly (%r); stopping so that systemd restarts us",
+                     task.get_name(), exc, exc_info=exc)
+        self._stopping.set()
+
+    async def request_restart(self, reason: str) -> None:
+        self._restart_reason = reason
+        self._stopping.set()
+
+    async def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.hardware.aclose()  # every contactor opens first
+        with contextlib.suppress(Exception):
+            await self.control.close()
+        with contextlib.suppress(Exception):
+            await self.link.close()
+        self.store.close()
+        log.info("chargerd stopped; contactors open, state saved")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="chargerd", description="OCPP 1.6-J charge point daemon")
+    parser.add_argument("--config", type=Path, default=Path("/etc/chargerd/chargerd.toml"))
+    parser.add_argument("--check-config", type=Path, metavar="PATH",
+                        help="validate a configuration file and exit")
+    parser.add_argument("--version", action="version", version=f"chargerd {__version__}")
+    args = parser.parse_args(argv)
+    path = args.check_config or args.config
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        print(f"chargerd: {exc}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        print(f"{path}: configuration OK")
+        return 0
+    from chargerd.logs import setup_logging
+
+    setup_logging(cfg.logging.level, log_file=cfg.paths.log_file)
+    try:
+        return asyncio.run(Daemon(cfg, config_path=path).run())
+    except ConfigError as exc:
+        print(f"chargerd: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,371 @@
+"""Connectors: the supervisor that watches the hardware and moves the contactor.
+
+Each connector is polled: EV state from the control pilot, standing faults
+from every device, a meter reading once a second.  Plug and unplug become
+transaction events, the contactor follows the EV's request only while a
+transaction runs and nothing makes charging unsafe, and the OCPP status is
+recomputed by the pure status machine (chargerd.features.status) each pass.
+
+Fail safe: any unsafe fault opens the contactor and ends the transaction;
+the PWM goes back to 100 % whenever no transaction runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from chargerd.clock import Clock
+from chargerd.features import status as status_machine
+from chargerd.features.transactions import ActiveTx, TransactionRefused, TransactionService
+from hal.errors import HardwareError
+from hal.interfaces import ConnectorHardware, EvState, Fault, MeterSample
+
+if TYPE_CHECKING:
+    from chargerd.features.configuration import ConfigurationService
+
+log = logging.getLogger(__name__)
+
+#: Faults with which a contactor must not stay closed.
+UNSAFE_FAULTS = frozenset(
+    {Fault.CONTACTOR_WELDED, Fault.CONTACTOR_FAILED_TO_CLOSE, Fault.EV_ERROR,
+     Fault.PILOT_FAILURE, Fault.LOCK_FAILURE}
+)
+
+#: Stop reasons after which the plug is released for the driver to take it.
+UNLOCK_AFTER = frozenset({"Local", "Remote", "UnlockCommand", "DeAuthorized", "Other",
+                          "EmergencyStop", "SoftReset", "HardReset", "Reboot"})
+
+
+@dataclass
+class Authorization:
+    """An idTag accepted for a connector that has no transaction yet."""
+
+    id_tag: str
+    parent_id_tag: str | None
+    deadline: float  # monotonic; ConnectionTimeOut after the authorization
+    remote: bool = False
+    reservation_id: int | None = None
+
+
+@dataclass
+class ConnectorRuntime:
+    id: int
+    hw: ConnectorHardware
+    ev_state: EvState = EvState.A
+    operative: bool = True
+    scheduled_operative: bool | None = None  # applied when the transaction ends
+    reserved: bool = False
+    authorization: Authorization | None = None
+    tx: ActiveTx | None = None
+    begin_sample: MeterSample | None = None
+    finishing: bool = False
+    faults: frozenset[Fault] = frozenset()
+    status: str | None = None
+    error_code: str | None = None
+    sample: MeterSample | None = None
+    sample_at: float = -1e9
+    busy: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def in_use(self) -> bool:
+        return self.tx is not None or self.authorization is not None
+
+
+class ConnectorSupervisor:
+    """Runs the connectors.  The decisions themselves live in status.py and authz.py."""
+
+    def __init__(
+        self,
+        *,
+        connectors: list[ConnectorRuntime],
+        transactions: TransactionService,
+        config: ConfigurationService,
+        clock: Clock,
+        report_status: Callable[[int, str, str], None],
+        station_faults: Callable[[], frozenset[Fault]] = frozenset,
+        max_current_a: float = 32.0,
+        poll_s: float = 0.05,
+        meter_poll_s: float = 1.0,
+    ) -> None:
+        self.connectors = {c.id: c for c in connectors}
+        self.transactions = transactions
+        self._config = config
+        self._clock = clock
+        self._report_status = report_status
+        self._station_faults = station_faults
+        self.max_current_a = max_current_a
+        self._poll_s = poll_s
+        self._meter_poll_s = meter_poll_s
+        self._wake = asyncio.Event()
+        self.station_operative = True
+        self.on_idle: list[Callable[[], Awaitable[None] | None]] = []
+        transactions.connectors = self.connectors
+        transactions.set_deauthorize(self._on_invalid_id)
+
+    def poke(self) -> None:
+        """Re-evaluate now (after a command changed something)."""
+        self._wake.set()
+
+    # -- the loop --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            for conn in self.connectors.values():
+                try:
+                    await self.tick(conn)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("connector %d supervision failed; opening its contactor", conn.id)
+                    await self._force_open(conn)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
+            except TimeoutError:
+                pass
+
+    async def tick(self, conn: ConnectorRuntime) -> None:
+        hw = conn.hw
+        async with conn.busy:
+            try:
+                ev = await hw.pilot.ev_state()
+            except HardwareError:
+                ev = conn.ev_state
+            await self._read_meter(conn)
+            faults = (
+                hw.contactor.faults() | hw.meter.faults() | hw.pilot.faults() | hw.indicator.faults()
+                | (hw.lock.faults() if hw.lock is not None else frozenset())
+            )
+            conn.faults = frozenset(faults)
+            prev, conn.ev_state = conn.ev_state, ev
+            if prev.plugged and not ev.plugged:
+                await self._unplugged(conn)
+            elif ev.plugged and not prev.plugged:
+                log.info("connector %d: EV plugged (state %s)", conn.id, ev.value)
+                conn.finishing = False
+            if conn.tx is None and conn.authorization is not None:
+                if self._clock.monotonic() > conn.authorization.deadline:
+                    log.info(
+                        "connector %d: %s authorized but no EV plugged within ConnectionTimeOut",
+                        conn.id, conn.authorization.id_tag,
+                    )
+                    conn.authorization = None
+                elif ev.plugged and conn.operative and self.station_operative:
+                    await self._start(conn)
+            if conn.tx is not None:
+                await self._supervise_tx(conn)
+            await self._drive_contactor(conn)
+        self._update_status(conn)
+
+    async def read_meter(self, conn: ConnectorRuntime) -> MeterSample | None:
+        """A fresh reading (the last good one when the meter is silent)."""
+        return await self._read_meter(conn, fresh=True)
+
+    async def _read_meter(self, conn: ConnectorRuntime, *, fresh: bool = False) -> MeterSample | None:
+        now = self._clock.monotonic()
+        if fresh or now - conn.sample_at >= self._meter_poll_s:
+            conn.sample_at = now
+            try:
+                conn.sample = await conn.hw.meter.read()
+            except HardwareError:
+                conn.sample = conn.hw.meter.last_sample or conn.sample
+        return conn.sample
+
+    async def _supervise_tx(self, conn: ConnectorRuntime) -> None:
+        tx = conn.tx
+        assert tx is not None
+        unsafe = conn.faults & UNSAFE_FAULTS
+        if unsafe:
+            log.error(
+                "connector %d: %s during transaction %d; stopping it",
+                conn.id, ", ".join(sorted(unsafe)), tx.local_id,
+            )
+            await self._stop(conn, "EmergencyStop" if Fault.EV_ERROR not in unsafe else "Other")
+            return
+        if tx.invalid and conn.sample is not None:
+            limit = int(self._config.get("MaxEnergyOnInvalidId") or 0)
+            if conn.sample.energy_wh - tx.meter_start_wh >= limit:
+                log.warning(
+                    "connector %d: MaxEnergyOnInvalidId (%d Wh) reached for an invalid id", conn.id, limit
+                )
+                await self._stop(conn, "DeAuthorized")
+
+    async def _drive_contactor(self, conn: ConnectorRuntime) -> None:
+        hw = conn.hw
+        want = (
+            conn.tx is not None
+            and conn.ev_state.requesting
+            and hw.pilot.offered_current_a is not None
+            and not (conn.faults & UNSAFE_FAULTS)
+        )
+        if want and not hw.contactor.closed:
+            try:
+                await hw.contactor.close()
+                log.info("connector %d: contactor closed, EV charging", conn.id)
+            except HardwareError as exc:
+                log.error("connector %d: contactor did not close: %s", conn.id, exc)
+        elif not want and hw.contactor.closed:
+            await self._force_open(conn)
+
+    async def _force_open(self, conn: ConnectorRuntime) -> None:
+        try:
+            await conn.hw.contactor.open()
+            log.info("connector %d: contactor opened", conn.id)
+        except HardwareError as exc:
+            log.error("connector %d: contactor did not open: %s", conn.id, exc)
+
+    async def _unplugged(self, conn: ConnectorRuntime) -> None:
+        log.info("connector %d: EV unplugged", conn.id)
+        conn.finishing = False
+        if conn.tx is not None:
+            if self._config.get("StopTransactionOnEVSideDisconnect"):
+                await self._stop(conn, "EVDisconnected", unplugged=True)
+            else:
+                # The transaction stays open, suspended, until the same card or the CSMS ends it.
+                conn.hw.pilot.set_offered_current(None)
+                await self._force_open(conn)
+        if conn.tx is None and conn.hw.lock is not None and conn.hw.lock.locked:
+            if self._config.get("UnlockConnectorOnEVSideDisconnect"):
+                await self._unlock(conn)
+
+    # -- start / stop -------------------------------------------------------------------
+
+    def offered_current(self, conn: ConnectorRuntime, cable_a: int | None) -> float:
+        amps = self.max_current_a
+        if cable_a is not None:
+            amps = min(amps, float(cable_a))
+        return amps
+
+    async def _start(self, conn: ConnectorRuntime) -> bool:
+        auth = conn.authorization
+        assert auth is not None
+        hw = conn.hw
+        if hw.lock is not None:
+            try:
+                await hw.lock.lock()
+            except HardwareError as exc:
+                log.error("connector %d: cable lock failed, not starting: %s", conn.id, exc)
+                conn.authorization = None
+                return False
+        sample = await self._read_meter(conn, fresh=True)
+        try:
+            self.transactions.begin(
+                conn, id_tag=auth.id_tag, parent_id_tag=auth.parent_id_tag, sample=sample,
+                reservation_id=auth.reservation_id,
+            )
+        except TransactionRefused as exc:
+            log.error("connector %d: transaction refused: %s", conn.id, exc)
+            conn.authorization = None
+            if hw.lock is not None:
+                await self._unlock(conn)
+            return False
+        conn.authorization = None
+        try:
+            cable = await hw.pilot.cable_capacity_a()
+        except HardwareError:
+            cable = None
+        hw.pilot.set_offered_current(self.offered_current(conn, cable))
+        return True
+
+    async def stop(self, conn: ConnectorRuntime, reason: str, *, id_tag: str | None = None) -> None:
+        """Stop a running transaction (card, remote, reset, unlock...)."""
+        async with conn.busy:
+            await self._stop(conn, reason, id_tag=id_tag)
+        self._update_status(conn)
+
+    async def _stop(
+        self, conn: ConnectorRuntime, reason: str, *, id_tag: str | None = None, unplugged: bool = False
+    ) -> None:
+        if conn.tx is None:
+            return
+        sample = await self._read_meter(conn, fresh=True)
+        self.transactions.end(conn, reason=reason, sample=sample, id_tag=id_tag)
+        conn.hw.pilot.set_offered_current(None)
+        await self._force_open(conn)
+        conn.finishing = conn.ev_state.plugged and not unplugged
+        if conn.hw.lock is not None and reason in UNLOCK_AFTER:
+            await self._unlock(conn)
+        if conn.scheduled_operative is not None:
+            conn.operative, conn.scheduled_operative = conn.scheduled_operative, None
+            log.info("connector %d: scheduled availability change applied (operative=%s)",
+                     conn.id, conn.operative)
+            for cb in self.on_idle:
+                result = cb()
+                if asyncio.iscoroutine(result):
+                    await result
+
+    async def _unlock(self, conn: ConnectorRuntime) -> bool:
+        if conn.hw.lock is None:
+            return False
+        try:
+            await conn.hw.lock.unlock()
+            return True
+        except HardwareError as exc:
+            log.error("connector %d: cable lock did not release: %s", conn.id, exc)
+            return False
+
+    async def unlock(self, conn: ConnectorRuntime) -> bool | None:
+        """UnlockConnector: stop a transaction first (UnlockCommand), then release. None: no lock."""
+        if conn.tx is not None:
+            await self.stop(conn, "UnlockCommand")
+        if conn.hw.lock is None:
+            return None
+        async with conn.busy:
+            return await self._unlock(conn)
+
+    def authorize(self, conn: ConnectorRuntime, auth: Authorization) -> None:
+        conn.authorization = auth
+        conn.finishing = False
+        self.poke()
+
+    def _on_invalid_id(self, connector_id: int) -> None:
+        conn = self.connectors.get(connector_id)
+        if conn is None or conn.tx is None:
+            return
+        if self._config.get("StopTransactionOnInvalidId"):
+            asyncio.get_running_loop().create_task(self.stop(conn, "DeAuthorized"))
+        else:
+            self.poke()  # MaxEnergyOnInvalidId is checked by the supervisor
+
+    # -- status -------------------------------------------------------------------------
+
+    def inputs(self, conn: ConnectorRuntime) -> status_machine.ConnectorInputs:
+        return status_machine.ConnectorInputs(
+            ev_state=conn.ev_state,
+            operative=conn.operative and self.station_operative,
+            reserved=conn.reserved,
+            authorized_pending=conn.authorization is not None,
+            transaction_active=conn.tx is not None,
+            offered_current_a=conn.hw.pilot.offered_current_a,
+            contactor_closed=conn.hw.contactor.closed,
+            transaction_stopped_plugged=conn.finishing and conn.ev_state.plugged,
+            faults=conn.faults,
+        )
+
+    def _update_status(self, conn: ConnectorRuntime) -> None:
+        st, code = status_machine.connector_status(self.inputs(conn))
+        conn.status, conn.error_code = str(st), str(code)
+        conn.hw.indicator.show(status_machine.indicator_for(st))
+        self._report_status(conn.id, conn.status, conn.error_code)
+
+    def first_free(self, connector_id: int | None = None) -> ConnectorRuntime | None:
+        """The connector a new authorization goes to: the given one, or a plugged idle one first."""
+        if connector_id:
+            conn = self.connectors.get(connector_id)
+            ok = conn and conn.tx is None and conn.operative and self.station_operative
+            return conn if ok else None
+        candidates = [
+            c for c in self.connectors.values()
+            if c.tx is None and c.operative and self.station_operative and not (c.faults & UNSAFE_FAULTS)
+        ]
+        for c in candidates:
+            if c.ev_state.plugged and c.authorization is None and not c.finishing:
+                return c
+        for c in candidates:
+            if c.authorization is None and not c.ev_state.plugged:
+                return c
+        return None

@@ -1,0 +1,256 @@
+"""Meter values: what a sample looks like on the wire, and when samples are due.
+
+The builders are pure functions of a hal MeterSample so that the exact OCPP
+shape (measurand names, phases, units, contexts) is tested without a meter.
+The sampler (MeterSampler) owns the timing: periodic samples during a
+transaction every MeterValueSampleInterval, clock-aligned samples every
+ClockAlignedDataInterval counted from midnight UTC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
+
+from chargerd.clock import Clock, iso
+from hal.interfaces import MeterSample
+
+log = logging.getLogger(__name__)
+
+ENERGY = "Energy.Active.Import.Register"
+POWER = "Power.Active.Import"
+CURRENT = "Current.Import"
+VOLTAGE = "Voltage"
+OFFERED = "Current.Offered"
+FREQUENCY = "Frequency"
+
+#: What our meters can deliver; a measurand list naming anything else is Rejected.
+SUPPORTED_MEASURANDS = frozenset({ENERGY, POWER, CURRENT, VOLTAGE, OFFERED, FREQUENCY})
+
+_PHASES = ("L1", "L2", "L3")
+
+
+def _fmt(value: float, digits: int = 1) -> str:
+    return f"{value:.{digits}f}"
+
+
+def sampled_values(
+    sample: MeterSample,
+    measurands: Iterable[str],
+    *,
+    context: str,
+    offered_current_a: float | None = None,
+) -> list[dict]:
+    """The sampledValue list for one reading, in OCPP 1.6 wire form (camelCase).
+
+    Per-phase quantities are reported per phase (phase L1..L3), as the
+    specification's examples and most CSMSs expect; the energy register and
+    the total power are reported without a phase.
+    """
+    out: list[dict] = []
+
+    def add(measurand: str, value: str, unit: str, phase: str | None = None) -> None:
+        item = {
+            "value": value,
+            "context": context,
+            "format": "Raw",
+            "measurand": measurand,
+            "location": "Outlet",
+            "unit": unit,
+        }
+        if phase:
+            item["phase"] = phase
+        out.append(item)
+
+    for m in measurands:
+        if m == ENERGY:
+            add(ENERGY, _fmt(sample.energy_wh), "Wh")
+        elif m == POWER and sample.power_w is not None:
+            add(POWER, _fmt(sample.power_w), "W")
+        elif m == CURRENT:
+            for phase, amps in zip(_PHASES, sample.current_a, strict=False):
+                if amps is not None:
+                    add(CURRENT, _fmt(amps, 2), "A", phase)
+        elif m == VOLTAGE:
+            for phase, volts in zip(_PHASES, sample.voltage_v, strict=False):
+                if volts is not None:
+                    add(VOLTAGE, _fmt(volts), "V", f"{phase}-N")
+        elif m == OFFERED:
+            add(OFFERED, _fmt(offered_current_a or 0.0), "A")
+        elif m == FREQUENCY and sample.frequency_hz is not None:
+            # The 1.6 schema has no unit for frequency; Hz is implied.
+            item = {
+                "value": _fmt(sample.frequency_hz, 2),
+                "context": context,
+                "format": "Raw",
+                "measurand": FREQUENCY,
+                "location": "Outlet",
+            }
+            out.append(item)
+    return out
+
+
+def meter_value(
+    sample: MeterSample,
+    measurands: Iterable[str],
+    *,
+    context: str,
+    timestamp: datetime,
+    offered_current_a: float | None = None,
+) -> dict:
+    """One MeterValue element (timestamp + sampledValue list)."""
+    return {
+        "timestamp": iso(timestamp),
+        "sampledValue": sampled_values(
+            sample, measurands, context=context, offered_current_a=offered_current_a
+        ),
+    }
+
+
+def parse_measurands(csl: str) -> list[str]:
+    return [m.strip() for m in csl.split(",") if m.strip()]
+
+
+def next_aligned(now: datetime, interval_s: int) -> datetime:
+    """The next clock-aligned instant after ``now``: multiples of the interval since midnight."""
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    elapsed = (now - midnight).total_seconds()
+    steps = int(elapsed // interval_s) + 1
+    from datetime import timedelta
+
+    return midnight + timedelta(seconds=steps * interval_s)
+
+
+class PeriodicTask:
+    """Runs ``tick`` every ``interval()`` seconds; a changed interval applies at the next tick.
+
+    Used for the sample interval and the heartbeat, whose configuration keys take
+    effect at once when a CSMS changes them: ``poke()`` wakes the waiting task so
+    that a shorter interval does not wait out the old one.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        interval: Callable[[], float],
+        tick: Callable[[], Awaitable[None]],
+        clock: Clock,
+    ) -> None:
+        self.name = name
+        self._interval = interval
+        self._tick = tick
+        self._clock = clock
+        self._wake = asyncio.Event()
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            period = self._interval()
+            self._wake.clear()
+            if period <= 0:
+                await self._wake.wait()
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=period)
+                continue  # interval changed: start a new period
+            except TimeoutError:
+                pass
+            try:
+                await self._tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("periodic task %s failed; it will run again next period", self.name)
+
+
+class MeterSampler:
+    """Periodic and clock-aligned meter values.
+
+    Periodic values of a transaction go through the outbox, in the same commit
+    that persists the energy register for a possible power-loss stop.
+    Clock-aligned values belong to the transaction when one runs, and are sent
+    live otherwise.
+    """
+
+    #: How often the register is persisted when sampling is off (MeterValueSampleInterval=0).
+    FALLBACK_PERSIST_S = 30.0
+
+    def __init__(self, *, supervisor, transactions, config, clock: Clock, send_live) -> None:
+        self._sup = supervisor
+        self._tx = transactions
+        self._config = config
+        self._clock = clock
+        self._send_live = send_live
+        self.periodic = PeriodicTask("sampled meter values", self._sample_interval, self.sample, clock)
+        self._aligned_wake = asyncio.Event()
+
+    def _sample_interval(self) -> float:
+        interval = int(self._config.get("MeterValueSampleInterval") or 0)
+        return float(interval) if interval > 0 else self.FALLBACK_PERSIST_S
+
+    def _measurands(self, key: str) -> list[str]:
+        return parse_measurands(str(self._config.get(key) or ""))
+
+    async def sample(self) -> None:
+        interval = int(self._config.get("MeterValueSampleInterval") or 0)
+        measurands = self._measurands("MeterValuesSampledData")
+        for conn in list(self._sup.connectors.values()):
+            if conn.tx is None:
+                continue
+            reading = await self._sup.read_meter(conn)
+            if reading is None:
+                continue
+            if interval > 0 and measurands:
+                mv = meter_value(
+                    reading, measurands, context="Sample.Periodic", timestamp=self._clock.now(),
+                    offered_current_a=conn.hw.pilot.offered_current_a,
+                )
+                self._tx.queue_meter_values(conn, [mv], sample=reading)
+            else:
+                with self._tx.store_transaction():
+                    self._tx.persist_energy(conn, reading)
+
+    def aligned_changed(self) -> None:
+        self._aligned_wake.set()
+
+    async def aligned_loop(self) -> None:
+        while True:
+            interval = int(self._config.get("ClockAlignedDataInterval") or 0)
+            self._aligned_wake.clear()
+            if interval <= 0:
+                await self._aligned_wake.wait()
+                continue
+            now = self._clock.now()
+            wait = (next_aligned(now, interval) - now).total_seconds()
+            try:
+                await asyncio.wait_for(self._aligned_wake.wait(), timeout=wait)
+                continue
+            except TimeoutError:
+                pass
+            try:
+                await self.aligned()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("clock-aligned meter values failed")
+
+    async def aligned(self) -> None:
+        measurands = self._measurands("MeterValuesAlignedData")
+        if not measurands:
+            return
+        for conn in list(self._sup.connectors.values()):
+            reading = await self._sup.read_meter(conn)
+            if reading is None:
+                continue
+            mv = meter_value(
+                reading, measurands, context="Sample.Clock", timestamp=self._clock.now(),
+                offered_current_a=conn.hw.pilot.offered_current_a,
+            )
+            if conn.tx is not None:
+                self._tx.queue_meter_values(conn, [mv], sample=reading)
+            else:
+                self._send_live("MeterValues", {"connectorId": conn.id, "meterValue": [mv]})

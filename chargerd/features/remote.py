@@ -1,0 +1,139 @@
+"""Requests the CSMS makes of a running station: remote start/stop, unlock, reset, data transfer.
+
+Each handler answers at once (milliseconds) with its decision and does the
+slow part afterwards (@after), so that the CSMS never waits on a cable lock or
+an Authorize round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from ocpp.routing import after, on
+from ocpp.v16 import call_result
+from ocpp.v16.enums import (
+    Action,
+    DataTransferStatus,
+    RemoteStartStopStatus,
+    ResetStatus,
+    UnlockStatus,
+)
+
+from chargerd.features.connectors import Authorization, ConnectorSupervisor
+
+if TYPE_CHECKING:
+    from chargerd.clock import Clock
+    from chargerd.features.auth import Authorizer
+    from chargerd.features.configuration import ConfigurationService
+
+log = logging.getLogger(__name__)
+
+
+class RemoteService:
+    def __init__(
+        self,
+        *,
+        supervisor: ConnectorSupervisor,
+        authorizer: Authorizer,
+        config: ConfigurationService,
+        clock: Clock,
+        online: Callable[[], bool],
+        restart: Callable[[str], Awaitable[None]],
+    ) -> None:
+        self._sup = supervisor
+        self._authorizer = authorizer
+        self._config = config
+        self._clock = clock
+        self._online = online
+        self._restart = restart
+        self._pending_remote: dict[str, int] = {}
+
+    # -- RemoteStartTransaction ---------------------------------------------------------
+
+    @on(Action.remote_start_transaction)
+    def remote_start(self, id_tag: str, connector_id: int | None = None, charging_profile=None):
+        if connector_id is not None and connector_id not in self._sup.connectors:
+            return call_result.RemoteStartTransaction(status=RemoteStartStopStatus.rejected)
+        conn = self._sup.first_free(connector_id)
+        if conn is None or conn.authorization is not None:
+            log.info("RemoteStartTransaction for %s rejected: no free connector", id_tag)
+            return call_result.RemoteStartTransaction(status=RemoteStartStopStatus.rejected)
+        self._pending_remote[id_tag] = conn.id
+        if not self._config.get("AuthorizeRemoteTxRequests"):
+            # Claim the connector now, before the answer goes out, so that a second
+            # RemoteStart arriving in the same instant is refused.
+            self._grant(conn.id, id_tag, None)
+        return call_result.RemoteStartTransaction(status=RemoteStartStopStatus.accepted)
+
+    @after(Action.remote_start_transaction)
+    async def _remote_start_after(self, id_tag: str, connector_id: int | None = None,
+                                  charging_profile=None) -> None:
+        conn_id = self._pending_remote.pop(id_tag, None)
+        if conn_id is None or not self._config.get("AuthorizeRemoteTxRequests"):
+            return
+        info = await self._authorizer.authorize(id_tag, online=self._online())
+        if info.status != "Accepted":
+            log.warning("remote start for %s: Authorize answered %s", id_tag, info.status)
+            return
+        self._grant(conn_id, id_tag, info.parent_id_tag)
+
+    def _grant(self, conn_id: int, id_tag: str, parent: str | None) -> None:
+        conn = self._sup.connectors[conn_id]
+        timeout = int(self._config.get("ConnectionTimeOut") or 0)
+        self._sup.authorize(
+            conn,
+            Authorization(
+                id_tag=id_tag,
+                parent_id_tag=parent,
+                deadline=self._clock.monotonic() + (timeout if timeout > 0 else 1e9),
+                remote=True,
+            ),
+        )
+        log.info("remote start: %s authorized on connector %d", id_tag, conn_id)
+
+    # -- RemoteStopTransaction ----------------------------------------------------------
+
+    @on(Action.remote_stop_transaction)
+    def remote_stop(self, transaction_id: int):
+        conn = self._sup.transactions.find_by_transaction_id(transaction_id)
+        if conn is None:
+            return call_result.RemoteStopTransaction(status=RemoteStartStopStatus.rejected)
+        asyncio.get_running_loop().create_task(self._sup.stop(conn, "Remote"))
+        return call_result.RemoteStopTransaction(status=RemoteStartStopStatus.accepted)
+
+    # -- UnlockConnector ----------------------------------------------------------------
+
+    @on(Action.unlock_connector)
+    async def unlock_connector(self, connector_id: int):
+        conn = self._sup.connectors.get(connector_id)
+        if conn is None or conn.hw.lock is None:
+            return call_result.UnlockConnector(status=UnlockStatus.not_supported)
+        result = await self._sup.unlock(conn)
+        status = UnlockStatus.unlocked if result else UnlockStatus.unlock_failed
+        return call_result.UnlockConnector(status=status)
+
+    # -- Reset ------------------------------------------------------------------------------
+
+    @on(Action.reset)
+    def reset(self, type: str):  # noqa: A002 - the OCPP field name
+        return call_result.Reset(status=ResetStatus.accepted)
+
+    @after(Action.reset)
+    async def _reset_after(self, type: str) -> None:  # noqa: A002
+        reason = "HardReset" if type == "Hard" else "SoftReset"
+        log.warning("%s reset requested by the CSMS; stopping transactions and restarting", type)
+        await asyncio.sleep(0.2)  # let the CALLRESULT leave first
+        for conn in self._sup.connectors.values():
+            if conn.tx is not None:
+                await self._sup.stop(conn, reason)
+        await self._restart(reason)
+
+    # -- DataTransfer -----------------------------------------------------------------------
+
+    @on(Action.data_transfer)
+    def data_transfer(self, vendor_id: str, message_id: str | None = None, data: str | None = None):
+        log.info("DataTransfer from vendor %s (message %s): no handler", vendor_id, message_id)
+        return call_result.DataTransfer(status=DataTransferStatus.unknown_vendor_id)

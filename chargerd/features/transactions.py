@@ -1,0 +1,312 @@
+"""Transactions: start, stop, the power-loss stop after a crash, and the CSMS's verdicts.
+
+Write ahead: every start and stop is committed to SQLite together with its
+StartTransaction / StopTransaction in the outbox *before* the contactor moves
+or anything is sent.  Whatever instant the process dies at, the disk then
+says exactly what the CSMS still has to hear:
+
+- died before the start commit: no transaction, the contactor never closed;
+- died between start and stop commits: the row is 'active', and the next
+  start sends StopTransaction(PowerLoss) with the last persisted energy;
+- died after the stop commit: the StopTransaction waits in the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from chargerd.clock import Clock, iso, parse_iso
+from chargerd.features import metering
+from chargerd.features.outbox import Outbox, OutboxMessage
+from chargerd.store import Store
+from hal.interfaces import MeterSample
+
+if TYPE_CHECKING:
+    from chargerd.features.auth import AuthorizationCache
+    from chargerd.features.configuration import ConfigurationService
+    from chargerd.features.connectors import ConnectorRuntime
+
+log = logging.getLogger(__name__)
+
+
+class TransactionRefused(Exception):
+    """A transaction could not start (disk full, lock failed, meter unreadable...)."""
+
+
+@dataclass
+class ActiveTx:
+    local_id: int
+    id_tag: str
+    parent_id_tag: str | None
+    meter_start_wh: float
+    start_time: datetime
+    transaction_id: int | None = None
+    invalid: bool = False  # the CSMS answered StartTransaction with a status other than Accepted
+
+
+def stop_payload(
+    *,
+    id_tag: str | None,
+    meter_stop_wh: float,
+    timestamp: datetime,
+    reason: str,
+    transaction_data: list[dict] | None = None,
+) -> dict:
+    """StopTransaction.req; transactionId is filled in by the outbox at send time."""
+    payload: dict = {
+        "transactionId": 0,
+        "meterStop": round(meter_stop_wh),
+        "timestamp": iso(timestamp),
+        "reason": reason,
+    }
+    if id_tag:
+        payload["idTag"] = id_tag
+    if transaction_data:
+        payload["transactionData"] = transaction_data
+    return payload
+
+
+class TransactionService:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        clock: Clock,
+        outbox: Outbox,
+        config: ConfigurationService,
+        cache: AuthorizationCache,
+        on_changed: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._outbox = outbox
+        self._config = config
+        self._cache = cache
+        self._on_changed = on_changed
+        self.connectors: dict[int, ConnectorRuntime] = {}
+        outbox.on_result("StartTransaction", self._start_result)
+        outbox.on_result("StopTransaction", self._stop_result)
+        self._deauthorize: Callable[[int], None] = lambda connector_id: None
+
+    def set_deauthorize(self, callback: Callable[[int], None]) -> None:
+        """Who stops a transaction the CSMS declared invalid (the connector supervisor)."""
+        self._deauthorize = callback
+
+    # -- recovery --------------------------------------------------------------------
+
+    def recover_power_loss(self) -> list[int]:
+        """Close every transaction a previous process left running.  Returns their local ids.
+
+        The meterStop is the last energy register persisted for the transaction and the
+        timestamp that of that reading: the best the disk knows of the moment power went.
+        """
+        rows = self._store.query("SELECT * FROM transactions WHERE state = 'active'")
+        recovered = []
+        for row in rows:
+            when = parse_iso(row["last_energy_time"])
+            payload = stop_payload(
+                id_tag=row["id_tag"],
+                meter_stop_wh=row["last_energy_wh"],
+                timestamp=when,
+                reason="PowerLoss",
+            )
+            with self._store.transaction():
+                self._store.execute(
+                    "UPDATE transactions SET state = 'stopped', stop_reason = 'PowerLoss', "
+                    "stop_time = ?, meter_stop_wh = ? WHERE local_id = ?",
+                    (row["last_energy_time"], row["last_energy_wh"], row["local_id"]),
+                )
+                self._outbox.enqueue("StopTransaction", payload, tx_local_id=row["local_id"])
+            log.warning(
+                "transaction %d on connector %d was running when chargerd stopped; "
+                "StopTransaction(PowerLoss) queued with meterStop=%.0f Wh at %s",
+                row["local_id"], row["connector_id"], row["last_energy_wh"], row["last_energy_time"],
+            )
+            recovered.append(row["local_id"])
+        return recovered
+
+    # -- start / stop -------------------------------------------------------------------
+
+    def begin(
+        self,
+        conn: ConnectorRuntime,
+        *,
+        id_tag: str,
+        parent_id_tag: str | None,
+        sample: MeterSample | None,
+        reservation_id: int | None = None,
+    ) -> ActiveTx:
+        """Commit the start and its StartTransaction.req.  The caller closes the contactor after."""
+        if conn.tx is not None:
+            raise TransactionRefused(f"connector {conn.id} already has transaction {conn.tx.local_id}")
+        if sample is None:
+            raise TransactionRefused(f"connector {conn.id}: the meter has never been read")
+        now = self._clock.now()
+        payload = {
+            "connectorId": conn.id,
+            "idTag": id_tag,
+            "meterStart": round(sample.energy_wh),
+            "timestamp": iso(now),
+        }
+        if reservation_id is not None:
+            payload["reservationId"] = reservation_id
+        try:
+            with self._store.transaction():
+                cur = self._store.execute(
+                    "INSERT INTO transactions(connector_id, id_tag, parent_id_tag, reservation_id, "
+                    "meter_start_wh, start_time, state, last_energy_wh, last_energy_time) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?)",
+                    (conn.id, id_tag, parent_id_tag, reservation_id, sample.energy_wh, iso(now),
+                     sample.energy_wh, iso(now)),
+                )
+                local_id = int(cur.lastrowid)
+                self._outbox.enqueue("StartTransaction", payload, tx_local_id=local_id)
+        except OSError as exc:  # StoreFullError is an OSError: refuse, corrupt nothing
+            raise TransactionRefused(f"cannot record the transaction: {exc}") from exc
+        tx = ActiveTx(local_id, id_tag, parent_id_tag, sample.energy_wh, now)
+        conn.tx = tx
+        conn.begin_sample = sample
+        log.info(
+            "transaction %d started on connector %d for %s, meterStart=%.0f Wh",
+            local_id, conn.id, id_tag, sample.energy_wh,
+            extra={"fields": {"connector_id": conn.id, "tx_local_id": local_id}},
+        )
+        self._on_changed()
+        return tx
+
+    def end(
+        self,
+        conn: ConnectorRuntime,
+        *,
+        reason: str,
+        sample: MeterSample | None,
+        id_tag: str | None = None,
+    ) -> None:
+        """Commit the stop and its StopTransaction.req.  The caller opens the contactor after."""
+        tx = conn.tx
+        if tx is None:
+            return
+        now = self._clock.now()
+        energy = sample.energy_wh if sample is not None else self._last_energy(tx.local_id)
+        data = self._transaction_data(conn, sample, now)
+        payload = stop_payload(
+            id_tag=id_tag or tx.id_tag,
+            meter_stop_wh=energy,
+            timestamp=now,
+            reason=reason,
+            transaction_data=data,
+        )
+        with self._store.transaction():
+            self._store.execute(
+                "UPDATE transactions SET state = 'stopped', stop_reason = ?, stop_time = ?, "
+                "meter_stop_wh = ?, last_energy_wh = ?, last_energy_time = ? WHERE local_id = ?",
+                (reason, iso(now), energy, energy, iso(now), tx.local_id),
+            )
+            self._outbox.enqueue("StopTransaction", payload, tx_local_id=tx.local_id)
+        conn.tx = None
+        log.info(
+            "transaction %d stopped on connector %d: reason %s, meterStop=%.0f Wh (%.0f Wh charged)",
+            tx.local_id, conn.id, reason, energy, energy - tx.meter_start_wh,
+            extra={"fields": {"connector_id": conn.id, "tx_local_id": tx.local_id}},
+        )
+        self._on_changed()
+
+    def _last_energy(self, local_id: int) -> float:
+        row = self._store.query_one(
+            "SELECT last_energy_wh FROM transactions WHERE local_id = ?", (local_id,)
+        )
+        return float(row["last_energy_wh"]) if row else 0.0
+
+    def _transaction_data(
+        self, conn: ConnectorRuntime, sample: MeterSample | None, now: datetime
+    ) -> list[dict]:
+        measurands = metering.parse_measurands(str(self._config.get("StopTxnSampledData")))
+        if not measurands or sample is None:
+            return []
+        values = []
+        begin = conn.begin_sample
+        if begin is not None and conn.tx is not None:
+            values.append(
+                metering.meter_value(
+                    begin, measurands, context="Transaction.Begin", timestamp=conn.tx.start_time
+                )
+            )
+        values.append(
+            metering.meter_value(
+                sample, measurands, context="Transaction.End", timestamp=now,
+                offered_current_a=conn.hw.pilot.offered_current_a,
+            )
+        )
+        return values
+
+    def persist_energy(self, conn: ConnectorRuntime, sample: MeterSample) -> None:
+        """Remember the register so that a power-loss stop reports it."""
+        if conn.tx is None:
+            return
+        self._store.execute(
+            "UPDATE transactions SET last_energy_wh = ?, last_energy_time = ? WHERE local_id = ?",
+            (sample.energy_wh, iso(self._clock.now()), conn.tx.local_id),
+        )
+
+    def queue_meter_values(
+        self, conn: ConnectorRuntime, meter_values: list[dict], *, sample: MeterSample
+    ) -> None:
+        """Queue a transaction's MeterValues with the energy persisted in the same commit."""
+        tx = conn.tx
+        if tx is None:
+            return
+        payload = {"connectorId": conn.id, "transactionId": 0, "meterValue": meter_values}
+        with self._store.transaction():
+            self.persist_energy(conn, sample)
+            self._outbox.enqueue("MeterValues", payload, tx_local_id=tx.local_id)
+
+    def store_transaction(self):
+        return self._store.transaction()
+
+    # -- CSMS results (run inside the outbox's delete transaction) -----------------------
+
+    def _start_result(self, msg: OutboxMessage, result: dict) -> None:
+        tx_id = int(result["transactionId"])
+        info = result.get("idTagInfo") or {}
+        status = info.get("status", "Accepted")
+        self._store.execute(
+            "UPDATE transactions SET transaction_id = ?, id_tag_status = ? WHERE local_id = ?",
+            (tx_id, status, msg.tx_local_id),
+        )
+        id_tag = msg.payload.get("idTag")
+        if id_tag and info:
+            self._cache.update(id_tag, info)
+        for conn in self.connectors.values():
+            if conn.tx is not None and conn.tx.local_id == msg.tx_local_id:
+                conn.tx.transaction_id = tx_id
+                if status != "Accepted":
+                    conn.tx.invalid = True
+                    log.warning(
+                        "CSMS answered %s for %s on transaction %d (connector %d)",
+                        status, id_tag, tx_id, conn.id,
+                    )
+                    asyncio.get_running_loop().call_soon(self._deauthorize, conn.id)
+        self._on_changed()
+
+    def _stop_result(self, msg: OutboxMessage, result: dict) -> None:
+        info = result.get("idTagInfo")
+        id_tag = msg.payload.get("idTag")
+        if id_tag and info:
+            self._cache.update(id_tag, info)
+
+    # -- queries ------------------------------------------------------------------------
+
+    def find_by_transaction_id(self, transaction_id: int) -> ConnectorRuntime | None:
+        for conn in self.connectors.values():
+            if conn.tx is not None and conn.tx.transaction_id == transaction_id:
+                return conn
+        return None
+
+    def restore_tx_energy(self, local_id: int) -> float:
+        return self._last_energy(local_id)
+
