@@ -1,0 +1,642 @@
+"""The daemon's TOML configuration, checked completely at start-up.
+
+A charger is configured once by a technician and then runs unattended, so
+every mistake is reported before anything starts, with the file, the key path
+(``hardware.connector[2].contactor_pin``; connector tables are numbered from 1,
+like OCPP connector ids), the value found and what was expected.  Unknown keys
+are errors: a typo must not silently fall back to a default pin.
+
+The ``[ocpp]`` table only seeds OCPP configuration keys; their names and values
+are validated by the OCPP configuration module, which owns them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar
+from urllib.parse import SplitResult, urlsplit
+
+import chargerd
+from hal.config import (
+    ConnectorConfig,
+    ContactorConfig,
+    HardwareConfig,
+    LedConfig,
+    LockConfig,
+    MeterBusConfig,
+    MockConfig,
+    PilotConfig,
+    ReaderConfig,
+)
+
+Scalar = str | int | bool | float
+T = TypeVar("T")
+
+MAX_CONNECTORS = 8
+PIN_FACTORIES = ("lgpio", "rpigpio", "pigpio", "native", "mock")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+GPIO_RANGE = (0, 27)  # BCM numbers on the 40-pin header
+# SPI0 carries the RC522 (CE0) and the MCP3008 (CE1); these lines are not free GPIOs.
+SPI0_PINS = {7: "SPI0 CE1", 8: "SPI0 CE0", 9: "SPI0 MISO", 10: "SPI0 MOSI", 11: "SPI0 SCLK"}
+# OCPP-J appends the identity to the URL; the Security Whitepaper limits it to these.
+_CP_ID = re.compile(r"^[A-Za-z0-9*\-_=:+|@.]{1,48}$")
+_SUN_PATH_MAX = 107  # AF_UNIX sun_path is 108 bytes including the NUL
+_REQUIRED: Any = object()
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, unreadable, not TOML, or wrong."""
+
+    def __init__(
+        self, message: str, *, path: Path, key: str | None = None, line: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.key = key
+        self.line = line
+
+
+@dataclass(frozen=True, slots=True)
+class StationConfig:
+    charge_point_id: str
+    vendor: str  # BootNotification chargePointVendor (CiString20)
+    model: str  # chargePointModel (CiString20)
+    serial_number: str | None = None  # chargePointSerialNumber (CiString25)
+    firmware_version: str = chargerd.__version__
+    connectors: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class CsmsConfig:
+    url: str  # the CSMS endpoint without the identity: chargerd appends "/<charge_point_id>"
+    security_profile: int = 0  # 0 plain ws, 1 basic auth/ws, 2 basic auth/TLS, 3 client cert
+    basic_auth_password: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PathsConfig:
+    state_dir: Path = Path("/var/lib/chargerd")
+    control_socket: Path = Path("/run/chargerd/control.sock")
+    log_file: Path | None = None
+
+    @property
+    def database(self) -> Path:
+        return self.state_dir / "chargerd.db"
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.state_dir / "certs"
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    level: str = "INFO"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: Path  # the file this was read from
+    station: StationConfig
+    csms: CsmsConfig
+    hardware: HardwareConfig
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    ocpp: Mapping[str, Scalar] = field(default_factory=lambda: MappingProxyType({}))
+
+
+def load_config(path: Path) -> Config:
+    """Read and check the whole file; raise ConfigError on the first mistake."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found", path=path) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}", path=path) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: line {line}: not UTF-8 text ({exc.reason})", path=path, line=line
+        ) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _syntax_error(path, exc) from None
+    return _Loader(path).config(data)
+
+
+def _syntax_error(path: Path, exc: tomllib.TOMLDecodeError) -> ConfigError:
+    # Python 3.11's TOMLDecodeError has no lineno/colno (3.14 adds them): the
+    # position is only in the message, "Invalid value (at line 3, column 9)".
+    msg = str(exc)
+    line = getattr(exc, "lineno", None)
+    col = getattr(exc, "colno", None)
+    match = re.search(r"\s*\(at line (\d+), column (\d+)\)$", msg)
+    if match:
+        line, col = line or int(match.group(1)), col or int(match.group(2))
+        msg = msg[: match.start()]
+    elif msg.endswith("(at end of document)"):
+        msg = msg.removesuffix("(at end of document)").rstrip() + " at the end of the file"
+    where = f"line {line}, column {col}: " if line is not None else ""
+    return ConfigError(f"{path}: {where}TOML syntax error: {msg}", path=path, line=line)
+
+
+def _port_ok(parts: SplitResult) -> bool:
+    try:
+        return parts.port is None or parts.port > 0
+    except ValueError:
+        return False
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # TOML true is not 1
+
+
+def _show(value: Any) -> str:
+    """A value as it is written in TOML, for messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return str(value)
+
+
+class _Table:
+    """One TOML table being read: typed getters that fail with the key path."""
+
+    def __init__(self, file: Path, data: Mapping[str, Any], prefix: str) -> None:
+        self.file = file
+        self.data = data
+        self.prefix = prefix
+        self.used: set[str] = set()
+
+    def keypath(self, key: str) -> str:
+        return f"{self.prefix}.{key}" if self.prefix else key
+
+    def fail(self, key: str, value: Any, expected: str) -> ConfigError:
+        kp = self.keypath(key)
+        found = "missing" if value is _REQUIRED else f"found {_show(value)}"
+        return ConfigError(
+            f"{self.file}: {kp}: {found}, expected {expected}", path=self.file, key=kp
+        )
+
+    def _get(self, key: str, default: Any, expected: str, check: Callable[[Any], bool]) -> Any:
+        self.used.add(key)
+        if key not in self.data:
+            if default is _REQUIRED:
+                raise self.fail(key, _REQUIRED, expected)
+            return default
+        value = self.data[key]
+        if not check(value):
+            raise self.fail(key, value, expected)
+        return value
+
+    def string(
+        self,
+        key: str,
+        default: Any = _REQUIRED,
+        *,
+        choices: tuple[str, ...] = (),
+        max_len: int | None = None,
+        pattern: re.Pattern[str] | None = None,
+        expected: str | None = None,
+    ) -> Any:
+        if expected is None:
+            if choices:
+                expected = "one of " + ", ".join(json.dumps(c) for c in choices)
+            else:
+                expected = "a non-empty string"
+                if max_len:
+                    expected += f" of at most {max_len} characters"
+
+        def ok(v: Any) -> bool:
+            return (
+                isinstance(v, str)
+                and v != ""
+                and (not choices or v in choices)
+                and (max_len is None or len(v) <= max_len)
+                and (pattern is None or pattern.match(v) is not None)
+            )
+
+        return self._get(key, default, expected, ok)
+
+    def integer(
+        self,
+        key: str,
+        default: Any = _REQUIRED,
+        lo: int | None = None,
+        hi: int | None = None,
+        *,
+        allowed: tuple[int, ...] = (),
+        none_ok: bool = False,
+    ) -> Any:
+        """An integer in lo..hi; with none_ok the string "none" gives None (TOML has no null)."""
+        if allowed:
+            expected = "one of " + ", ".join(map(str, allowed))
+        elif lo is not None and hi is not None:
+            expected = f"an integer from {lo} to {hi}"
+        elif lo is not None:
+            expected = f"an integer >= {lo}"
+        else:
+            expected = "an integer"
+        if none_ok:
+            expected += ' or "none"'
+
+        def ok(v: Any) -> bool:
+            if none_ok and v == "none":
+                return True
+            return (
+                _is_int(v)
+                and (not allowed or v in allowed)
+                and (lo is None or v >= lo)
+                and (hi is None or v <= hi)
+            )
+
+        value = self._get(key, default, expected, ok)
+        return None if none_ok and value == "none" else value
+
+    def gpio(self, key: str, default: Any = _REQUIRED, *, none_ok: bool = False) -> Any:
+        return self.integer(key, default, *GPIO_RANGE, none_ok=none_ok)
+
+    def number(
+        self,
+        key: str,
+        default: Any = _REQUIRED,
+        *,
+        positive: bool = False,
+        lo: float | None = None,
+        hi: float | None = None,
+    ) -> Any:
+        expected = "a number"
+        if positive:
+            expected = "a number > 0"
+        elif lo is not None and hi is not None:
+            expected = f"a number from {lo:g} to {hi:g}"
+
+        def ok(v: Any) -> bool:
+            return (
+                isinstance(v, int | float)
+                and not isinstance(v, bool)
+                and math.isfinite(v)
+                and (not positive or v > 0)
+                and (lo is None or v >= lo)
+                and (hi is None or v <= hi)
+            )
+
+        value = self._get(key, default, expected, ok)
+        return float(value)
+
+    def boolean(self, key: str, default: Any = _REQUIRED) -> Any:
+        return self._get(key, default, "true or false", lambda v: isinstance(v, bool))
+
+    def gpio_list(self, key: str, default: Any, count: int) -> tuple[int, ...]:
+        expected = f"an array of {count} GPIO numbers ({GPIO_RANGE[0]}..{GPIO_RANGE[1]})"
+        if count == 0:
+            expected = "no pins (an empty array)"
+
+        def ok(v: Any) -> bool:
+            return (
+                isinstance(v, list)
+                and len(v) == count
+                and all(_is_int(p) and GPIO_RANGE[0] <= p <= GPIO_RANGE[1] for p in v)
+            )
+
+        return tuple(self._get(key, default, expected, ok))
+
+    def path(self, key: str, default: Any, base: Path) -> Any:
+        value = self._get(key, default, "a path", lambda v: isinstance(v, str) and v != "")
+        if value is None or isinstance(value, Path):
+            return value
+        # Relative paths are relative to the config file, not to the cwd of
+        # whoever started the daemon.
+        return Path(os.path.normpath(base / Path(value).expanduser()))
+
+    def table(self, key: str) -> _Table:
+        value = self._get(key, {}, "a table", lambda v: isinstance(v, dict))
+        return _Table(self.file, value, self.keypath(key))
+
+    def array_of_tables(self, key: str) -> list[_Table] | None:
+        if key not in self.data:
+            self.used.add(key)
+            return None
+        value = self._get(
+            key,
+            None,
+            f"an array of tables ([[{self.keypath(key)}]])",
+            lambda v: isinstance(v, list) and all(isinstance(t, dict) for t in v),
+        )
+        return [
+            _Table(self.file, t, f"{self.keypath(key)}[{i}]") for i, t in enumerate(value, start=1)
+        ]
+
+    def finish(self) -> None:
+        for key in self.data:
+            if key not in self.used:
+                kp = self.keypath(key)
+                hint = difflib.get_close_matches(key, sorted(self.used), n=1)
+                more = f"; did you mean {hint[0]!r}?" if hint else ""
+                known = ", ".join(sorted(self.used))
+                raise ConfigError(
+                    f"{self.file}: unknown key {kp}{more} (known here: {known})",
+                    path=self.file,
+                    key=kp,
+                )
+
+
+class _Loader:
+    def __init__(self, file: Path) -> None:
+        self.file = file
+        self.base = Path(os.path.abspath(file)).parent
+
+    def config(self, data: dict[str, Any]) -> Config:
+        top = _Table(self.file, data, "")
+        station = self.station(top.table("station"))
+        csms = self.csms(top.table("csms"))
+        hardware = self.hardware(top.table("hardware"), station.connectors)
+        paths = self.paths(top.table("paths"))
+        logging_t = top.table("logging")
+        level = logging_t.string(
+            "level",
+            "INFO",
+            expected="one of " + ", ".join(LOG_LEVELS),
+            pattern=re.compile("^(?i:" + "|".join(LOG_LEVELS) + ")$"),
+        )
+        logging_t.finish()
+        ocpp = self.ocpp(top.table("ocpp"))
+        top.finish()
+        return Config(
+            source=self.file,
+            station=station,
+            csms=csms,
+            hardware=hardware,
+            paths=paths,
+            logging=LoggingConfig(level=level.upper()),
+            ocpp=ocpp,
+        )
+
+    def station(self, t: _Table) -> StationConfig:
+        cfg = StationConfig(
+            charge_point_id=t.string(
+                "charge_point_id",
+                pattern=_CP_ID,
+                expected="1 to 48 characters from A-Z a-z 0-9 * - _ = : + | @ .",
+            ),
+            vendor=t.string("vendor", max_len=20),
+            model=t.string("model", max_len=20),
+            serial_number=t.string("serial_number", None, max_len=25),
+            firmware_version=t.string("firmware_version", chargerd.__version__, max_len=50),
+            connectors=t.integer("connectors", 1, 1, MAX_CONNECTORS),
+        )
+        t.finish()
+        return cfg
+
+    def csms(self, t: _Table) -> CsmsConfig:
+        url = t.string("url", expected="a ws:// or wss:// URL")
+        parts = urlsplit(url)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname or not _port_ok(parts):
+            raise t.fail("url", url, "a ws:// or wss:// URL with a host (and a valid port)")
+        if parts.username or parts.password:
+            raise t.fail("url", url, "a URL without credentials (use basic_auth_password)")
+        profile = t.integer("security_profile", 0, 0, 3)
+        if profile >= 2 and parts.scheme != "wss":
+            raise t.fail("url", url, f"a wss:// URL: security_profile {profile} uses TLS")
+        if profile <= 1 and parts.scheme != "ws":
+            raise t.fail(
+                "url",
+                url,
+                f"a ws:// URL: security_profile {profile} is without TLS "
+                "(use security_profile 2 or 3 for wss://)",
+            )
+        password = t.string("basic_auth_password", None)
+        if profile in (1, 2) and password is None:
+            raise t.fail(
+                "basic_auth_password",
+                _REQUIRED,
+                f"a password: security_profile {profile} uses HTTP basic auth",
+            )
+        cfg = CsmsConfig(url=url, security_profile=profile, basic_auth_password=password)
+        t.finish()
+        return cfg
+
+    def paths(self, t: _Table) -> PathsConfig:
+        default = PathsConfig()
+        cfg = PathsConfig(
+            state_dir=t.path("state_dir", default.state_dir, self.base),
+            control_socket=t.path("control_socket", default.control_socket, self.base),
+            log_file=t.path("log_file", None, self.base),
+        )
+        if len(os.fsencode(cfg.control_socket)) > _SUN_PATH_MAX:
+            raise t.fail(
+                "control_socket",
+                str(cfg.control_socket),
+                f"a path of at most {_SUN_PATH_MAX} bytes (a unix socket limit)",
+            )
+        t.finish()
+        return cfg
+
+    def ocpp(self, t: _Table) -> Mapping[str, Scalar]:
+        values: dict[str, Scalar] = {}
+        for key, value in t.data.items():
+            t.used.add(key)
+            if not isinstance(value, str | int | float):  # bool is an int
+                raise t.fail(key, value, "a string, integer, float or boolean")
+            values[key] = value
+        return MappingProxyType(values)
+
+    # -------------------------------------------------------------- hardware
+
+    def hardware(self, t: _Table, connectors: int) -> HardwareConfig:
+        driver = t.string("driver", choices=("mock", "pi"))
+        pin_factory = t.string("pin_factory", None, choices=PIN_FACTORIES)
+        reader = self.reader(t.table("reader"))
+        meter_bus = self.meter_bus(t.table("meter_bus"))
+        mock = self.mock(t.table("mock"))
+        tables = t.array_of_tables("connector")
+        if tables is None and driver == "mock":
+            conns = tuple(ConnectorConfig() for _ in range(connectors))
+        else:
+            count = len(tables or [])
+            if count != connectors:
+                raise ConfigError(
+                    f"{self.file}: hardware.connector: found {count} [[hardware.connector]] "
+                    f"table(s), expected {connectors} (station.connectors)",
+                    path=self.file,
+                    key="hardware.connector",
+                )
+            conns = tuple(self.connector(c) for c in tables or [])
+            self.check_pins(conns, reader, tables or [])
+        t.finish()
+        return HardwareConfig(
+            driver=driver,
+            pin_factory=pin_factory,
+            connectors=conns,
+            reader=reader,
+            meter_bus=meter_bus,
+            mock=mock,
+        )
+
+    def reader(self, t: _Table) -> ReaderConfig:
+        d = ReaderConfig()
+        cfg = ReaderConfig(
+            kind=t.string("kind", d.kind, choices=("none", "rc522")),
+            spi_bus=t.integer("spi_bus", d.spi_bus, 0, 6),
+            spi_device=t.integer("spi_device", d.spi_device, 0, 2),
+            rst_pin=t.gpio("rst_pin", d.rst_pin),
+            poll_interval_s=t.number("poll_interval_s", d.poll_interval_s, positive=True),
+        )
+        t.finish()
+        return cfg
+
+    def meter_bus(self, t: _Table) -> MeterBusConfig:
+        d = MeterBusConfig()
+        cfg = MeterBusConfig(
+            transport=t.string("transport", d.transport, choices=("rtu", "tcp")),
+            port=t.string("port", d.port),
+            baudrate=t.integer(
+                "baudrate",
+                d.baudrate,
+                allowed=(1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200),
+            ),
+            parity=t.string("parity", d.parity, choices=("N", "E", "O")),
+            stopbits=t.integer("stopbits", d.stopbits, allowed=(1, 2)),
+            host=t.string("host", d.host),
+            tcp_port=t.integer("tcp_port", d.tcp_port, 1, 65535),
+            timeout_s=t.number("timeout_s", d.timeout_s, positive=True),
+        )
+        t.finish()
+        return cfg
+
+    def mock(self, t: _Table) -> MockConfig:
+        d = MockConfig()
+        cfg = MockConfig(
+            voltage_v=t.number("voltage_v", d.voltage_v, lo=100.0, hi=480.0),
+            ev_max_current_a=t.number("ev_max_current_a", d.ev_max_current_a, lo=6.0, hi=80.0),
+            ev_phases=t.integer("ev_phases", d.ev_phases, allowed=(1, 2, 3)),
+            cable_capacity_a=t.integer(
+                "cable_capacity_a", d.cable_capacity_a, allowed=(13, 20, 32, 63, 70)
+            ),
+            frequency_hz=t.number("frequency_hz", d.frequency_hz, lo=45.0, hi=65.0),
+            lock=t.boolean("lock", d.lock),
+        )
+        t.finish()
+        return cfg
+
+    def connector(self, t: _Table) -> ConnectorConfig:
+        dc, dl, dled, dp = ContactorConfig(), LockConfig(), LedConfig(), PilotConfig()
+        contactor = ContactorConfig(
+            pin=t.gpio("contactor_pin", dc.pin),
+            active_high=t.boolean("contactor_active_high", dc.active_high),
+            feedback_pin=t.gpio("contactor_feedback_pin", dc.feedback_pin, none_ok=True),
+            feedback_active_high=t.boolean(
+                "contactor_feedback_active_high", dc.feedback_active_high
+            ),
+            settle_s=t.number("contactor_settle_s", dc.settle_s, lo=0.0, hi=5.0),
+        )
+        lock_kind = t.string("lock", dl.kind, choices=("none", "motor", "solenoid"))
+        lock_count = {"none": 0, "motor": 2, "solenoid": 1}[lock_kind]
+        lock = LockConfig(
+            kind=lock_kind,
+            pins=t.gpio_list("lock_pins", () if lock_count == 0 else _REQUIRED, lock_count),
+            sense_pin=t.gpio("lock_sense_pin", dl.sense_pin, none_ok=True),
+            sense_active_high=t.boolean("lock_sense_active_high", dl.sense_active_high),
+            pulse_s=t.number("lock_pulse_s", dl.pulse_s, lo=0.01, hi=5.0),
+        )
+        led_kind = t.string("led", dled.kind, choices=("none", "rgb", "single"))
+        led_count = {"none": 0, "rgb": 3, "single": 1}[led_kind]
+        led_default = dled.pins if led_kind == "rgb" else () if led_count == 0 else _REQUIRED
+        led = LedConfig(
+            kind=led_kind,
+            pins=t.gpio_list("led_pins", led_default, led_count),
+            active_high=t.boolean("led_active_high", dled.active_high),
+        )
+        pilot = PilotConfig(
+            pwm_pin=t.gpio("pilot_pwm_pin", dp.pwm_pin),
+            adc_device=t.integer("pilot_adc_device", dp.adc_device, 0, 1),
+            cp_channel=t.integer("pilot_cp_channel", dp.cp_channel, 0, 7),
+            pp_channel=t.integer("pilot_pp_channel", dp.pp_channel, 0, 7, none_ok=True),
+            cp_offset_v=t.number("pilot_cp_offset_v", dp.cp_offset_v, lo=-15.0, hi=15.0),
+            cp_span_v=t.number("pilot_cp_span_v", dp.cp_span_v, positive=True),
+            pp_pullup_ohm=t.number("pilot_pp_pullup_ohm", dp.pp_pullup_ohm, positive=True),
+        )
+        cfg = ConnectorConfig(
+            contactor=contactor,
+            lock=lock,
+            led=led,
+            pilot=pilot,
+            meter_model=t.string(
+                "meter_model",
+                "sdm630",
+                pattern=re.compile(r"^[a-z0-9_]+$"),
+                expected='a meter model name such as "sdm630"',
+            ),
+            meter_unit_id=t.integer("meter_unit_id", 1, 1, 247),
+        )
+        t.finish()
+        return cfg
+
+    def check_pins(
+        self, conns: tuple[ConnectorConfig, ...], reader: ReaderConfig, tables: list[_Table]
+    ) -> None:
+        """One GPIO, one job: a pin wired to two devices is a wiring mistake."""
+        owner: dict[int, str] = {}
+        if reader.kind == "rc522":
+            owner[reader.rst_pin] = "hardware.reader.rst_pin"
+        channels: dict[tuple[int, int], str] = {}
+        units: dict[int, str] = {}
+        for conn, t in zip(conns, tables, strict=True):
+            uses: list[tuple[str, int | None]] = [
+                ("contactor_pin", conn.contactor.pin),
+                ("contactor_feedback_pin", conn.contactor.feedback_pin),
+                *(("lock_pins", p) for p in conn.lock.pins),
+                ("lock_sense_pin", conn.lock.sense_pin if conn.lock.kind != "none" else None),
+                *(("led_pins", p) for p in conn.led.pins),
+                ("pilot_pwm_pin", conn.pilot.pwm_pin),
+            ]
+            for key, pin in uses:
+                if pin is None:
+                    continue
+                if pin in SPI0_PINS:
+                    raise t.fail(key, pin, f"a free GPIO (GPIO {pin} is {SPI0_PINS[pin]})")
+                if pin in owner and owner[pin] != t.keypath(key):
+                    raise t.fail(key, pin, f"a free GPIO (GPIO {pin} is already {owner[pin]})")
+                owner[pin] = t.keypath(key)
+            if reader.kind == "rc522" and reader.spi_bus == 0:
+                if conn.pilot.adc_device == reader.spi_device:
+                    raise t.fail(
+                        "pilot_adc_device",
+                        conn.pilot.adc_device,
+                        "a chip select of its own (the RC522 reader uses SPI0 "
+                        f"CE{reader.spi_device})",
+                    )
+            for key, ch in (
+                ("pilot_cp_channel", conn.pilot.cp_channel),
+                ("pilot_pp_channel", conn.pilot.pp_channel),
+            ):
+                if ch is None:
+                    continue
+                slot = (conn.pilot.adc_device, ch)
+                if slot in channels:
+                    raise t.fail(key, ch, f"a free ADC channel (already {channels[slot]})")
+                channels[slot] = t.keypath(key)
+            if conn.meter_unit_id in units:
+                raise t.fail(
+                    "meter_unit_id",
+                    conn.meter_unit_id,
+                    f"a unit id of its own on the bus (already {units[conn.meter_unit_id]})",
+                )
+            units[conn.meter_unit_id] = t.keypath("meter_unit_id")
