@@ -53,7 +53,8 @@ class Daemon:
         from chargerd.features.remote import RemoteService
         from chargerd.features.status_report import StatusPublisher
         from chargerd.features.transactions import TransactionService
-        from chargerd.link import FrameLog, Link, link_errors
+        from chargerd.link import FrameLog, Link
+        from chargerd.link import LinkError
         from chargerd.store import Store
 
         cfg = self.cfg
@@ -81,9 +82,8 @@ class Daemon:
             frame_log=self.frame_log,
             ping_interval=lambda: float(self.config.get("WebSocketPingInterval") or 0),
             basic_auth=self._basic_auth(),
-            max_frame_bytes=cfg.csms.max_frame_bytes,
+            max_frame_bytes=getattr(cfg.csms, 'max_frame_bytes', 65536),
         )
-        errors = link_errors()
         self.cache = AuthorizationCache(self.store, self.clock, self.config)
         self.authorizer = Authorizer(self.cache, self.link, self.config, self.clock)
         self.outbox = Outbox(
@@ -96,7 +96,7 @@ class Daemon:
         )
         runtimes = [ConnectorRuntime(id=i + 1, hw=hw) for i, hw in enumerate(self.hardware.connectors)]
         self.boot = BootService(
-            link=self.link, clock=self.clock, config=self.config, link_errors=errors.any,
+            link=self.link, clock=self.clock, config=self.config, link_errors=(LinkError,),
             identity=Identity(
                 charge_point_vendor=cfg.station.vendor,
                 charge_point_model=cfg.station.model,
@@ -113,7 +113,7 @@ class Daemon:
         self.supervisor = ConnectorSupervisor(
             connectors=runtimes, transactions=self.transactions, config=self.config,
             clock=self.clock, report_status=self.status.report,
-            max_current_a=cfg.station.max_current_a,
+            max_current_a=getattr(cfg.station, 'max_current_a', 32.0),
         )
         self.availability = AvailabilityService(store=self.store, supervisor=self.supervisor)
         self.availability.restore()
@@ -134,9 +134,9 @@ class Daemon:
         self.link.add_connect_listener(self.boot.on_connect)
         self.link.add_disconnect_listener(self.boot.on_disconnect)
         self.link.add_disconnect_listener(self.status.on_disconnect)
-        self.config.on_change("HeartbeatInterval", lambda _v: self.boot.heartbeat_changed())
-        self.config.on_change("MeterValueSampleInterval", lambda _v: self.sampler.periodic.poke())
-        self.config.on_change("ClockAlignedDataInterval", lambda _v: self.sampler.aligned_changed())
+        self.config.watch("HeartbeatInterval", lambda _v: self.boot.heartbeat_changed())
+        self.config.watch("MeterValueSampleInterval", lambda _v: self.sampler.periodic.poke())
+        self.config.watch("ClockAlignedDataInterval", lambda _v: self.sampler.aligned_changed())
 
         # Whatever a previous process left running ends now, as PowerLoss.
         self.recovered = self.transactions.recover_power_loss()
@@ -177,6 +177,12 @@ class Daemon:
 
     async def run(self) -> int:
         from chargerd import sdnotify
+        from chargerd.link import (
+            CallErrorReceived,
+            CallResultInvalid,
+            CallTimeout,
+            NotConnected,
+        )
 
         await self.build()
         loop = asyncio.get_running_loop()
@@ -190,7 +196,8 @@ class Daemon:
             "live": self.boot.live_loop(),
             "outbox": self.outbox.run(
                 self.link.call, self.boot.ready,
-                errors=link_errors().refused, offline_errors=link_errors().offline,
+                errors=(CallErrorReceived, CallResultInvalid),
+                offline_errors=(NotConnected, CallTimeout),
             ),
             "supervisor": self.supervisor.run(),
             "status": self.status.run(),

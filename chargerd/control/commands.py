@@ -146,20 +146,22 @@ class Commands:
     # -- configuration ----------------------------------------------------------------------
 
     async def config_get(self, args: dict) -> dict:
-        keys = args.get("keys") or []
-        known, unknown = self.d.config.describe(keys)
-        return {"configuration_key": known, "unknown_key": unknown}
+        cfg = self.d.config
+        keys = args.get("keys") or cfg.keys()
+        known = [cfg.key_value(k) for k in keys if cfg.is_declared(k)]
+        return {
+            "configuration_key": [
+                {"key": kv.key, "readonly": kv.readonly, "value": kv.value} for kv in known
+            ],
+            "unknown_key": [k for k in keys if not cfg.is_declared(k)],
+        }
 
     async def config_set(self, args: dict) -> dict:
         key, value = args.get("key"), args.get("value")
         if not isinstance(key, str) or value is None:
             raise CommandUsageError("config.set needs a key and a value")
         status = self.d.config.set(key, str(value))
-        result = {"status": str(status)}
-        reason = self.d.config.last_rejection(key)
-        if reason and str(status) in ("Rejected", "NotSupported"):
-            result["reason"] = reason
-        return result
+        return {"status": str(status)}
 
     # -- self tests ---------------------------------------------------------------------------
 

@@ -35,6 +35,10 @@ UNSAFE_FAULTS = frozenset(
      Fault.PILOT_FAILURE, Fault.LOCK_FAILURE}
 )
 
+#: Faults of the station's own equipment that end a running transaction.  An EV in
+#: state E/F only suspends it (SuspendedEV): the contactor opens, the session stays.
+STOP_FAULTS = UNSAFE_FAULTS - {Fault.EV_ERROR}
+
 #: Stop reasons after which the plug is released for the driver to take it.
 UNLOCK_AFTER = frozenset({"Local", "Remote", "UnlockCommand", "DeAuthorized", "Other",
                           "EmergencyStop", "SoftReset", "HardReset", "Reboot"})
@@ -178,13 +182,13 @@ class ConnectorSupervisor:
     async def _supervise_tx(self, conn: ConnectorRuntime) -> None:
         tx = conn.tx
         assert tx is not None
-        unsafe = conn.faults & UNSAFE_FAULTS
+        unsafe = conn.faults & STOP_FAULTS
         if unsafe:
             log.error(
                 "connector %d: %s during transaction %d; stopping it",
                 conn.id, ", ".join(sorted(unsafe)), tx.local_id,
             )
-            await self._stop(conn, "EmergencyStop" if Fault.EV_ERROR not in unsafe else "Other")
+            await self._stop(conn, "EmergencyStop")
             return
         if tx.invalid and conn.sample is not None:
             limit = int(self._config.get("MaxEnergyOnInvalidId") or 0)
@@ -351,6 +355,12 @@ class ConnectorSupervisor:
         conn.status, conn.error_code = str(st), str(code)
         conn.hw.indicator.show(status_machine.indicator_for(st))
         self._report_status(conn.id, conn.status, conn.error_code)
+
+    def station_status(self, station_faults: frozenset[Fault]) -> tuple[str, str]:
+        """Connector 0: the charge point as a whole."""
+        statuses = [c.status for c in self.connectors.values() if c.status is not None]
+        st, code = status_machine.station_status(statuses, station_faults, self.station_operative)
+        return str(st), str(code)
 
     def first_free(self, connector_id: int | None = None) -> ConnectorRuntime | None:
         """The connector a new authorization goes to: the given one, or a plugged idle one first."""

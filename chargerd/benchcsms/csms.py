@@ -1,0 +1,388 @@
+"""A small CSMS for the bench, end-to-end tests, benchmarks and chaos runs.
+
+Built on the same ocpp package as the station (an ocpp.v16.ChargePoint per
+connection, served by websockets), so the station is judged by an
+independent OCPP implementation rather than by its own code.  Its answers
+are knobs that a test turns at run time (boot status, cards, a CSMS that
+hangs, answers slowly or with CALLERRORs), and it records everything it
+receives so a test asserts what a CSMS operator would see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import unquote
+
+from ocpp.messages import Call, CallError
+from ocpp.routing import on
+from ocpp.v16 import ChargePoint, call_result
+from ocpp.v16.enums import Action
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from chargerd.clock import Clock, SystemClock, iso
+
+log = logging.getLogger(__name__)
+
+CardEntry = str | tuple[str, str | None] | dict[str, Any]
+"""A card's answer: a status, (status, parentIdTag), or a full camelCase IdTagInfo."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One CALL the CSMS received from a station."""
+
+    cp_id: str
+    action: str
+    payload: dict[str, Any]
+    time: datetime
+    unique_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRecord:
+    cp_id: str
+    direction: str  # "in": station -> CSMS, "out": CSMS -> station
+    frame: str
+    time: datetime
+
+
+class CsmsCallError(Exception):
+    """The station answered the CSMS's CALL with a CALLERROR."""
+
+    def __init__(self, code: str, description: str, details: dict[str, Any]) -> None:
+        super().__init__(f"{code}: {description}")
+        self.code = code
+        self.description = description
+        self.details = details
+
+
+class _Session(ChargePoint):
+    """One station's connection, answered with ocpp's own routing."""
+
+    def __init__(self, cp_id: str, ws: ServerConnection, csms: BenchCsms) -> None:
+        super().__init__(cp_id, ws, response_timeout=30)
+        self.ws = ws
+        self._csms = csms
+        self.responses: dict[str, deque[list]] = {}  # unique id -> CALLRESULT/CALLERROR frames
+        self.response_arrived = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        """Like ocpp's loop, but each CALL is answered in its own task (so delay_s works)."""
+        try:
+            async for raw in self.ws:
+                text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+                self._csms._frame(self.id, "in", text)
+                self._route(text)
+        finally:
+            for task in self._tasks:
+                task.cancel()
+
+    def _route(self, text: str) -> None:
+        try:
+            msg = json.loads(text)
+        except ValueError:
+            log.warning("%s sent a frame that is not JSON: %.200s", self.id, text)
+            return
+        if not isinstance(msg, list) or len(msg) < 3 or not isinstance(msg[1], str):
+            log.warning("%s sent a malformed frame: %.200s", self.id, text)
+            return
+        if msg[0] == 2 and len(msg) == 4 and isinstance(msg[3], dict):
+            self._csms._record(Record(self.id, str(msg[2]), msg[3], self._csms.now(), msg[1]))
+            task = asyncio.create_task(self._answer(text, msg[1], str(msg[2])))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif msg[0] in (3, 4):
+            queue = self.responses.setdefault(msg[1], deque(maxlen=16))
+            queue.append(msg)
+            while len(self.responses) > 1000:  # unclaimed answers do not pile up forever
+                self.responses.pop(next(iter(self.responses)))
+            self.response_arrived.set()
+        else:
+            log.warning("%s sent message type %r", self.id, msg[0])
+
+    async def _answer(self, text: str, unique_id: str, action: str) -> None:
+        csms = self._csms
+        if csms.hang:
+            return
+        if csms.delay_s > 0:
+            await asyncio.sleep(csms.delay_s)
+        if action in csms.callerror_actions:
+            err = CallError(unique_id, "InternalError", "bench CSMS told to fail", {})
+            await self._send(err.to_json())
+            return
+        await self.route_message(text)
+
+    async def _send(self, message: str) -> None:
+        self._csms._frame(self.id, "out", message)
+        await self.ws.send(message)
+
+    async def take_response(self, unique_id: str, timeout: float) -> list:  # noqa: ASYNC109
+        async with asyncio.timeout(timeout):
+            while True:
+                queue = self.responses.get(unique_id)
+                if queue:
+                    frame = queue.popleft()
+                    if not queue:
+                        del self.responses[unique_id]
+                    return frame
+                self.response_arrived.clear()
+                await self.response_arrived.wait()
+
+    # -- station -> CSMS requests -----------------------------------------------------------
+
+    @on(Action.boot_notification)
+    def on_boot_notification(self, **_: Any) -> call_result.BootNotification:
+        return call_result.BootNotification(
+            current_time=iso(self._csms.now()),
+            interval=self._csms.heartbeat_interval,
+            status=self._csms.boot_status,
+        )
+
+    @on(Action.heartbeat)
+    def on_heartbeat(self, **_: Any) -> call_result.Heartbeat:
+        return call_result.Heartbeat(current_time=iso(self._csms.now()))
+
+    @on(Action.authorize)
+    def on_authorize(self, id_tag: str, **_: Any) -> call_result.Authorize:
+        return call_result.Authorize(id_tag_info=self._csms.id_tag_info(id_tag))
+
+    @on(Action.start_transaction)
+    def on_start_transaction(self, id_tag: str, **_: Any) -> call_result.StartTransaction:
+        info = self._csms.id_tag_info(id_tag)
+        if self._csms.start_transaction_status is not None:
+            info["status"] = self._csms.start_transaction_status
+        tx_id = self._csms.next_transaction_id
+        self._csms.next_transaction_id += 1
+        return call_result.StartTransaction(transaction_id=tx_id, id_tag_info=info)
+
+    @on(Action.stop_transaction)
+    def on_stop_transaction(
+        self, id_tag: str | None = None, **_: Any
+    ) -> call_result.StopTransaction:
+        info = self._csms.id_tag_info(id_tag) if id_tag else None
+        return call_result.StopTransaction(id_tag_info=info)
+
+    @on(Action.meter_values)
+    def on_meter_values(self, **_: Any) -> call_result.MeterValues:
+        return call_result.MeterValues()
+
+    @on(Action.status_notification)
+    def on_status_notification(self, **_: Any) -> call_result.StatusNotification:
+        return call_result.StatusNotification()
+
+    @on(Action.data_transfer)
+    def on_data_transfer(self, **_: Any) -> call_result.DataTransfer:
+        return call_result.DataTransfer(status=self._csms.data_transfer_status)
+
+    @on(Action.diagnostics_status_notification)
+    def on_diagnostics_status(self, **_: Any) -> call_result.DiagnosticsStatusNotification:
+        return call_result.DiagnosticsStatusNotification()
+
+    @on(Action.firmware_status_notification)
+    def on_firmware_status(self, **_: Any) -> call_result.FirmwareStatusNotification:
+        return call_result.FirmwareStatusNotification()
+
+
+class BenchCsms:
+    """A CSMS whose answers a test or a bench operator steers at run time."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        on_frame: Callable[[FrameRecord], None] | None = None,
+        max_frames: int = 100_000,
+    ) -> None:
+        self._clock = clock or SystemClock()
+        self._on_frame = on_frame
+        self.boot_status: str = "Accepted"
+        self.heartbeat_interval: int = 60
+        self.cards: dict[str, CardEntry] = {}
+        self.accept_all_cards: bool = False
+        self.start_transaction_status: str | None = None
+        self.data_transfer_status: str = "Accepted"
+        self.hang: bool = False
+        self.delay_s: float = 0.0
+        self.callerror_actions: set[str] = set()
+        self.next_transaction_id: int = 1
+
+        self.received: list[Record] = []
+        self.frames: deque[FrameRecord] = deque(maxlen=max_frames)
+        self._changed = asyncio.Event()
+        self._sessions: dict[str, list[_Session]] = {}
+        self._connection_counts: dict[str, int] = {}
+        self._server: Server | None = None
+
+    def now(self) -> datetime:
+        return self._clock.now()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Listen; returns the port (useful with port 0)."""
+        self._server = await serve(
+            self._serve_station, host, port, subprotocols=["ocpp1.6"], ping_interval=None
+        )
+        return self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                await self._server.wait_closed()
+        self._server = None
+
+    async def __aenter__(self) -> BenchCsms:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("BenchCsms is not started")
+        return self._server.sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        """The CSMS URL a station is configured with (its id is appended by the station)."""
+        return f"ws://127.0.0.1:{self.port}/ocpp"
+
+    async def _serve_station(self, ws: ServerConnection) -> None:
+        cp_id = unquote(ws.request.path.rstrip("/").rsplit("/", 1)[-1]) if ws.request else "?"
+        session = _Session(cp_id, ws, self)
+        self._sessions.setdefault(cp_id, []).append(session)
+        self._connection_counts[cp_id] = self._connection_counts.get(cp_id, 0) + 1
+        self._notify()
+        log.info("%s connected", cp_id)
+        try:
+            await session.start()
+        except ConnectionClosed:
+            pass
+        finally:
+            self._sessions[cp_id].remove(session)
+            self._notify()
+            log.info("%s disconnected (code %s)", cp_id, ws.close_code)
+
+    # -- what a test looks at --------------------------------------------------------------------
+
+    def connections(self, cp_id: str) -> int:
+        """How many websocket connections this station has opened so far."""
+        return self._connection_counts.get(cp_id, 0)
+
+    def is_connected(self, cp_id: str) -> bool:
+        return bool(self._sessions.get(cp_id))
+
+    async def wait_connected(self, cp_id: str, timeout: float = 10, count: int = 1) -> None:  # noqa: ASYNC109
+        """Until the station is connected and has opened at least ``count`` connections."""
+        async with asyncio.timeout(timeout):
+            while not (self.is_connected(cp_id) and self.connections(cp_id) >= count):
+                await self._changed_wait()
+
+    async def wait_for(
+        self,
+        action: str,
+        predicate: Callable[[Record], bool] | None = None,
+        timeout: float = 10,  # noqa: ASYNC109
+        count: int = 1,
+    ) -> list[Record]:
+        """Every received ``action`` CALL matching ``predicate``, once there are ``count``."""
+
+        def matching() -> list[Record]:
+            return [
+                r
+                for r in self.received
+                if r.action == action and (predicate is None or predicate(r))
+            ]
+
+        try:
+            async with asyncio.timeout(timeout):
+                while len(found := matching()) < count:
+                    await self._changed_wait()
+        except TimeoutError:
+            seen = [r.action for r in self.received[-20:]]
+            raise TimeoutError(
+                f"{count} x {action} not received within {timeout} s; last received: {seen}"
+            ) from None
+        return found
+
+    async def _changed_wait(self) -> None:
+        self._changed.clear()
+        await self._changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+
+    def _record(self, record: Record) -> None:
+        self.received.append(record)
+        self._notify()
+
+    def _frame(self, cp_id: str, direction: str, frame: str) -> None:
+        rec = FrameRecord(cp_id, direction, frame, self.now())
+        self.frames.append(rec)
+        if self._on_frame is not None:
+            self._on_frame(rec)
+
+    def id_tag_info(self, id_tag: str) -> dict[str, Any]:
+        """The IdTagInfo (camelCase) this CSMS answers for a card."""
+        entry = self.cards.get(id_tag)
+        if entry is None:
+            return {"status": "Accepted" if self.accept_all_cards else "Invalid"}
+        if isinstance(entry, str):
+            return {"status": entry}
+        if isinstance(entry, tuple):
+            status, parent = entry
+            return {"status": status, **({"parentIdTag": parent} if parent else {})}
+        return dict(entry)
+
+    # -- CSMS -> station ---------------------------------------------------------------------
+
+    def _session(self, cp_id: str) -> _Session:
+        sessions = self._sessions.get(cp_id)
+        if not sessions:
+            raise ConnectionError(f"{cp_id} is not connected")
+        return sessions[-1]
+
+    async def call(
+        self,
+        cp_id: str,
+        action: str,
+        payload: dict[str, Any],
+        timeout: float = 10,  # noqa: ASYNC109
+    ) -> dict[str, Any]:
+        """Send a CALL (camelCase payload, not validated: a test may send nonsense on purpose)."""
+        session = self._session(cp_id)
+        unique_id = str(uuid.uuid4())
+        await session._send(Call(unique_id, action, payload).to_json())
+        frame = await session.take_response(unique_id, timeout)
+        if frame[0] == 4:
+            details = frame[4] if len(frame) > 4 and isinstance(frame[4], dict) else {}
+            raise CsmsCallError(str(frame[2]), str(frame[3]) if len(frame) > 3 else "", details)
+        return frame[2]
+
+    async def send_raw(self, cp_id: str, text: str) -> None:
+        await self._session(cp_id)._send(text)
+
+    async def recv_raw_response(self, cp_id: str, unique_id: str, timeout: float = 5) -> list:  # noqa: ASYNC109
+        """The station's next CALLRESULT/CALLERROR frame for ``unique_id`` (even "-1")."""
+        return await self._session(cp_id).take_response(unique_id, timeout)
+
+    async def drop(self, cp_id: str) -> None:
+        """Cut the station's TCP connection without a close handshake."""
+        for session in list(self._sessions.get(cp_id, [])):
+            session.ws.transport.abort()

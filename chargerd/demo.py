@@ -1,0 +1,157 @@
+"""The bench demo: the bundled CSMS and the daemon on the mock station, on this laptop.
+
+``./dev demo`` runs both until Ctrl-C and restarts the daemon when it dies, as
+systemd's Restart=always would on a charger (so ``chargerctl sim power-cut``
+is followed by a power-loss recovery).  ``--scenario`` drives one charging
+session by itself through the control socket, prints what happened and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_CARD = "DEADBEEF"
+
+
+def _ctl(sock: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "chargerd.cli", "--socket", str(sock), *args],
+        capture_output=True, text=True, timeout=30,
+    )
+
+
+def _wait_socket(sock: Path, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sock.exists() and _ctl(sock, "status", "--json").returncode == 0:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _status(sock: Path) -> dict:
+    out = _ctl(sock, "status", "--json")
+    return json.loads(out.stdout) if out.returncode == 0 else {}
+
+
+def scenario(sock: Path) -> int:
+    """One session, as a driver would have it: plug, card, charge, card again, unplug."""
+    def step(title: str, *args: str) -> None:
+        res = _ctl(sock, *args)
+        print(f"  $ chargerctl {' '.join(args)}  -> exit {res.returncode}", flush=True)
+        if res.returncode != 0:
+            print(res.stdout + res.stderr, flush=True)
+
+    def wait(predicate, timeout=20.0) -> dict:
+        deadline = time.monotonic() + timeout
+        st = {}
+        while time.monotonic() < deadline:
+            st = _status(sock)
+            if st and predicate(st):
+                return st
+            time.sleep(0.3)
+        return st
+
+    print("waiting for the station to register with the CSMS...", flush=True)
+    wait(lambda s: s["ocpp"]["registration"] == "Accepted")
+    step("plug", "sim", "plug", "1", "--ev-max-current", "16")
+    step("card", "sim", "card", DEMO_CARD)
+    step("charge", "sim", "charge", "1")
+    st = wait(lambda s: s["connectors"][0]["status"] == "Charging")
+    c = st.get("connectors", [{}])[0]
+    print(f"  connector 1: {c.get('status')}, transaction {c.get('transaction_id')}, "
+          f"{c.get('power_w')} W", flush=True)
+    time.sleep(3)
+    step("card again", "sim", "card", DEMO_CARD)
+    wait(lambda s: s["connectors"][0]["status"] == "Finishing")
+    step("unplug", "sim", "unplug", "1")
+    st = wait(lambda s: s["connectors"][0]["status"] == "Available" and s["ocpp"]["outbox_pending"] == 0)
+    print(json.dumps(st.get("connectors", []), indent=2), flush=True)
+    ok = bool(st) and st["connectors"][0]["status"] == "Available"
+    print("scenario " + ("completed" if ok else "FAILED"), flush=True)
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="chargerd.demo", description=__doc__)
+    parser.add_argument("--config", type=Path, default=ROOT / "etc" / "bench.toml")
+    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--scenario", action="store_true", help="run one session and exit")
+    args = parser.parse_args(argv)
+
+    from chargerd.config import load_config
+
+    cfg = load_config(args.config)
+    sock = Path(cfg.paths.control_socket)
+    Path(cfg.paths.state_dir).mkdir(parents=True, exist_ok=True)
+    csms_log = Path(cfg.paths.state_dir) / "benchcsms.log"
+    csms = subprocess.Popen(
+        [sys.executable, "-m", "chargerd.benchcsms", "--host", "127.0.0.1", "--port", str(args.port),
+         "--cards", f"{DEMO_CARD},04A1B2C3D4E5F6", "--heartbeat", "60"],
+        stdout=open(csms_log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
+    )
+    print(f"bench CSMS on ws://127.0.0.1:{args.port} (frames in {csms_log}); cards: {DEMO_CARD}",
+          flush=True)
+    stop = False
+
+    def _stop(*_):
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    daemon: subprocess.Popen | None = None
+    rc = 0
+    try:
+        while not stop:
+            if daemon is None or daemon.poll() is not None:
+                if daemon is not None:
+                    print(f"chargerd exited ({daemon.returncode}); restarting it as systemd would",
+                          flush=True)
+                    time.sleep(1)
+                daemon = subprocess.Popen(
+                    [sys.executable, "-m", "chargerd.daemon", "--config", str(args.config)],
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
+                if not _wait_socket(sock):
+                    print("chargerd did not come up; see its log above", flush=True)
+                    rc = 1
+                    break
+                if not args.scenario:
+                    print(
+                        "\nThe station is up.  In another terminal:\n"
+                        f"  export CHARGERD_SOCKET={sock}\n"
+                        "  .venv/bin/chargerctl status\n"
+                        "  .venv/bin/chargerctl sim plug 1\n"
+                        f"  .venv/bin/chargerctl sim card {DEMO_CARD}\n"
+                        "  .venv/bin/chargerctl sim charge 1\n"
+                        "  .venv/bin/chargerctl meter --follow\n"
+                        "  .venv/bin/chargerctl log --follow\n"
+                        "Ctrl-C here stops the demo.\n",
+                        flush=True,
+                    )
+                else:
+                    rc = scenario(sock)
+                    break
+            time.sleep(0.5)
+    finally:
+        for proc in (daemon, csms):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

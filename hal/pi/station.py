@@ -1,0 +1,222 @@
+"""Assembles the Pi's drivers into a StationHardware, after checking the wiring is possible.
+
+Every configured use of a GPIO line (and of an ADC channel) is listed first,
+so that a pin typed twice in the TOML file is reported with both of its uses
+before any line moves, instead of as gpiozero's "pin already in use" halfway
+through opening.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hal.config import HardwareConfig
+from hal.errors import HardwareConfigError
+from hal.interfaces import ConnectorHardware, StationHardware
+from hal.pi.contactor import GpioContactor
+from hal.pi.indicator import GpioIndicator
+from hal.pi.lock import GpioCableLock
+from hal.pi.pilot import GpioPilot, Mcp3008MockFactory
+
+__all__ = ["PinUse", "check_pins", "make_pin_factory", "open_pi_station", "pin_uses"]
+
+log = logging.getLogger(__name__)
+
+# BCM pins of the Pi's SPI buses: clock, mosi, miso, then the chip selects.
+SPI_PINS: dict[int, tuple[int, int, int, tuple[int, ...]]] = {
+    0: (11, 10, 9, (8, 7)),
+    1: (21, 20, 19, (18, 17, 16)),
+}
+ADC_CHANNELS = 8  # MCP3008
+
+_FACTORIES = {
+    "lgpio": ("gpiozero.pins.lgpio", "LGPIOFactory"),
+    "rpigpio": ("gpiozero.pins.rpigpio", "RPiGPIOFactory"),
+    "pigpio": ("gpiozero.pins.pigpio", "PiGPIOFactory"),
+    "native": ("gpiozero.pins.native", "NativeFactory"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PinUse:
+    """One use of a line: ``resource`` is "GPIO17" or an ADC channel; ``use`` says by whom.
+
+    Uses with the same ``shared`` tag may share the resource (SPI users share
+    the bus lines, the two channels of one MCP3008 its chip select).
+    """
+
+    resource: str
+    use: str
+    shared: str | None = None
+
+
+def pin_uses(cfg: HardwareConfig) -> list[PinUse]:
+    """Every line and ADC channel ``cfg`` asks for, in configuration order."""
+    uses: list[PinUse] = []
+
+    def gpio(pin: int | None, use: str, shared: str | None = None) -> None:
+        if pin is not None:
+            uses.append(PinUse(f"GPIO{pin}", use, shared))
+
+    def spi(bus: int, device: int, use: str, select_shared: str | None) -> None:
+        if bus not in SPI_PINS or not 0 <= device < len(SPI_PINS[bus][3]):
+            raise HardwareConfigError(f"{use}: there is no SPI{bus} CE{device} on a Pi")
+        clock, mosi, miso, selects = SPI_PINS[bus]
+        for pin, line in ((clock, "SCLK"), (mosi, "MOSI"), (miso, "MISO")):
+            gpio(pin, f"{use} (SPI{bus} {line})", f"SPI{bus}")
+        gpio(selects[device], f"{use} (SPI{bus} CE{device})", select_shared)
+
+    for n, c in enumerate(cfg.connectors, start=1):
+        name = f"connector {n}"
+        gpio(c.contactor.pin, f"{name} contactor")
+        gpio(c.contactor.feedback_pin, f"{name} contactor feedback")
+        if c.lock.kind == "motor":
+            for pin, role in zip(c.lock.pins, ("lock", "unlock"), strict=False):
+                gpio(pin, f"{name} lock motor ({role})")
+        elif c.lock.kind == "solenoid":
+            for pin in c.lock.pins:
+                gpio(pin, f"{name} lock solenoid")
+        if c.lock.kind != "none":
+            gpio(c.lock.sense_pin, f"{name} lock sense")
+        if c.led.kind == "rgb":
+            for pin, colour in zip(c.led.pins, ("red", "green", "blue"), strict=False):
+                gpio(pin, f"{name} LED {colour}")
+        elif c.led.kind == "single":
+            for pin in c.led.pins:
+                gpio(pin, f"{name} LED")
+        p = c.pilot
+        gpio(p.pwm_pin, f"{name} pilot PWM")
+        adc = f"MCP3008 on SPI0 CE{p.adc_device}"
+        spi(0, p.adc_device, f"{name} pilot ADC", adc)
+        for channel, line in ((p.cp_channel, "CP"), (p.pp_channel, "PP")):
+            if channel is None:
+                continue
+            if not 0 <= channel < ADC_CHANNELS:
+                raise HardwareConfigError(f"{name} {line}: the MCP3008 has no channel {channel}")
+            uses.append(PinUse(f"{adc} channel {channel}", f"{name} {line}"))
+    if cfg.reader.kind == "rc522":
+        r = cfg.reader
+        spi(r.spi_bus, r.spi_device, "RC522 reader", None)
+        gpio(r.rst_pin, "RC522 reader RST")
+    return uses
+
+
+def check_pins(cfg: HardwareConfig) -> None:
+    """Raise HardwareConfigError naming both uses of the first line used twice."""
+    seen: dict[str, PinUse] = {}
+    for use in pin_uses(cfg):
+        first = seen.get(use.resource)
+        if first is None:
+            seen[use.resource] = use
+        elif first.shared is None or first.shared != use.shared:
+            raise HardwareConfigError(
+                f"{use.resource} is used twice: by {first.use} and by {use.use}"
+            )
+
+
+def make_pin_factory(name: str) -> Any:
+    """The gpiozero pin factory called ``name``; "mock" is a bench factory with emulated ADCs."""
+    if name == "mock":
+        return Mcp3008MockFactory()
+    try:
+        module_name, class_name = _FACTORIES[name]
+    except KeyError:
+        known = ", ".join([*_FACTORIES, "mock"])
+        raise HardwareConfigError(f"unknown pin factory {name!r} (known: {known})") from None
+    try:
+        module = __import__(module_name, fromlist=[class_name])
+        return getattr(module, class_name)()
+    except Exception as exc:  # ImportError off a Pi, gpiozero's BadPinFactory, OSError...
+        raise HardwareConfigError(f"pin factory {name!r} cannot start: {exc}") from exc
+
+
+async def open_pi_station(
+    cfg: HardwareConfig, state_dir: Path, *, pin_factory: Any = None
+) -> StationHardware:
+    """Open every device of the Pi station; on any failure release what was opened.
+
+    ``pin_factory`` (a gpiozero Factory) wins over ``cfg.pin_factory``; a
+    factory built here from its name is closed with the station, one passed
+    in belongs to the caller.  ``state_dir`` is not needed by real hardware,
+    whose state lives in the devices; it is taken for the mock station's
+    signature.
+    """
+    del state_dir
+    check_pins(cfg)
+    if not cfg.connectors:
+        raise HardwareConfigError("a station needs at least one connector")
+    closers: list[Callable[[], Any]] = []
+    try:
+        factory = pin_factory
+        if factory is None and cfg.pin_factory is not None:
+            factory = make_pin_factory(cfg.pin_factory)
+            closers.append(factory.close)
+            if isinstance(factory, Mcp3008MockFactory):
+                _idle_inputs(factory, cfg)
+
+        from hal.pi.meter import ModbusBus, ModbusMeter  # pymodbus: only a Pi station needs it
+
+        bus = ModbusBus(cfg.meter_bus)
+        closers.append(bus.close)
+
+        connectors: list[ConnectorHardware] = []
+        for c in cfg.connectors:
+            contactor = GpioContactor(c.contactor, pin_factory=factory)
+            closers.append(contactor.release)
+            lock = None
+            if c.lock.kind != "none":
+                lock = GpioCableLock(c.lock, pin_factory=factory)
+                closers.append(lock.release)
+            indicator = GpioIndicator(c.led, pin_factory=factory)
+            closers.append(indicator.release)
+            pilot = GpioPilot(c.pilot, pin_factory=factory)
+            closers.append(pilot.release)
+            meter = ModbusMeter(bus, model=c.meter_model, unit_id=c.meter_unit_id)
+            connectors.append(
+                ConnectorHardware(
+                    contactor=contactor, lock=lock, meter=meter, pilot=pilot, indicator=indicator
+                )
+            )
+
+        reader = None
+        if cfg.reader.kind == "rc522":
+            from hal.pi.rfid import Rc522Reader  # mfrc522/spidev: Pi only
+
+            reader = Rc522Reader(cfg.reader)
+            closers.append(reader.close)
+            await reader.start()
+    except BaseException:
+        await _run(reversed(closers))
+        raise
+    log.info(
+        "Pi station opened: %d connector(s), reader %s, meters on %s",
+        len(connectors),
+        cfg.reader.kind,
+        bus.name,
+    )
+    return StationHardware(connectors=connectors, reader=reader, kind="pi", closers=closers)
+
+
+def _idle_inputs(factory: Mcp3008MockFactory, cfg: HardwareConfig) -> None:
+    """A bench without a car: CP at +12 V (state A), PP open (no cable)."""
+    for c in cfg.connectors:
+        p = c.pilot
+        adc = factory.adc(p.adc_device)
+        adc.set_channel(p.cp_channel, min(1.0, max(0.0, (12.0 - p.cp_offset_v) / p.cp_span_v)))
+        if p.pp_channel is not None:
+            adc.set_channel(p.pp_channel, 1.0)
+
+
+async def _run(closers: Any) -> None:
+    for closer in closers:
+        try:
+            result = closer()
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # noqa: BLE001 - every device must get its chance to let go
+            log.exception("closing a device of the Pi station failed")
