@@ -48,7 +48,7 @@ CHARGING = dict(TX, ev_state=EvState.C, contactor_closed=True)
 FAULT, NO_OFFER, DRAWS = (
     "blocking fault",
     "transaction, EVSE offers no current",
-    ("transaction, EV draws, contactor closed"),
+    "transaction, EV draws, contactor closed",
 )
 WAITS, NOT_REQ = "transaction, EV ready, contactor open", "transaction, EV not requesting"
 INOP, AUTH, FIN = "inoperative", "authorized, waiting for the EV", "transaction ended, cable in"
