@@ -10,7 +10,9 @@ says why.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,11 +70,58 @@ class MockStation:
     """Bench controls of the simulated station.  Connectors are numbered from 1."""
 
     def __init__(
-        self, connectors: list[MockConnector], reader: MockRfidReader, mock: MockConfig
+        self,
+        connectors: list[MockConnector],
+        reader: MockRfidReader,
+        mock: MockConfig,
+        world_file: Path | None = None,
     ) -> None:
         self._connectors = connectors
         self.reader = reader
         self._mock = mock
+        self._world_file = world_file
+
+    # -- the world outside the daemon ----------------------------------------
+
+    def _save_world(self) -> None:
+        """Persist the cars and cables: they stay where they are when the daemon dies.
+
+        A power cut or a kill -9 of chargerd does not unplug the EV; after the
+        restart the station must find it still there, as it would on real hardware.
+        """
+        if self._world_file is None:
+            return
+        world = [
+            {
+                "plugged": c.sim.plugged,
+                "wants_charge": c.sim.wants_charge,
+                "ev_max_current_a": c.sim.ev_max_current_a,
+                "phases": c.sim.phases,
+                "cable_capacity_a": c.sim.cable_capacity_a,
+            }
+            for c in self._connectors
+        ]
+        tmp = self._world_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(world))
+        os.replace(tmp, self._world_file)
+
+    def _restore_world(self) -> None:
+        if self._world_file is None or not self._world_file.exists():
+            return
+        try:
+            world = json.loads(self._world_file.read_text())
+        except (OSError, ValueError) as exc:
+            log.warning("mock: ignoring unreadable %s: %s", self._world_file, exc)
+            return
+        for c, saved in zip(self._connectors, world, strict=False):
+            if saved.get("plugged"):
+                c.sim.plug(
+                    ev_max_current_a=saved["ev_max_current_a"],
+                    phases=saved["phases"],
+                    cable_capacity_a=saved["cable_capacity_a"],
+                )
+                c.sim.set_wants_charge(bool(saved.get("wants_charge")))
+                log.info("mock: connector %s: the EV is still plugged in", c.sim.number)
 
     @property
     def connector_count(self) -> int:
@@ -107,6 +156,7 @@ class MockStation:
         ph = self._mock.ev_phases if phases is None else phases
         cable = self._mock.cable_capacity_a if cable_capacity_a is None else cable_capacity_a
         c.sim.plug(ev_max_current_a=ev_a, phases=ph, cable_capacity_a=cable)
+        self._save_world()
         log.info(
             "mock: connector %s plugged (EV %s A on %s phase(s), cable %s A)",
             connector,
@@ -118,11 +168,13 @@ class MockStation:
     def charge(self, connector: int) -> None:
         """The car wants to charge: state C as soon as (and while) PWM is offered."""
         self.connector(connector).sim.set_wants_charge(True)
+        self._save_world()
         log.info("mock: EV on connector %s wants to charge", connector)
 
     def suspend(self, connector: int) -> None:
         """The car stops wanting to charge: state B, draws nothing."""
         self.connector(connector).sim.set_wants_charge(False)
+        self._save_world()
         log.info("mock: EV on connector %s suspends", connector)
 
     def unplug(self, connector: int) -> None:
@@ -130,6 +182,7 @@ class MockStation:
         c = self.connector(connector)
         under_load = c.sim.current_a() > 0
         c.sim.unplug()
+        self._save_world()
         log.info("mock: connector %s unplugged%s", connector, " under load" if under_load else "")
 
     def present_card(self, uid: str) -> bool:
@@ -287,7 +340,8 @@ def open_mock_station(
             )
         )
     reader = MockRfidReader()
-    station = MockStation(parts, reader, mock)
+    station = MockStation(parts, reader, mock, world_file=state_dir / "mock-world.json")
+    station._restore_world()
     log.info("mock station opened: %s connector(s), registers in %s", connectors, state_dir)
     return StationHardware(
         connectors=[p.hardware() for p in parts],
