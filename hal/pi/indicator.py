@@ -18,6 +18,7 @@ from hal.interfaces import Fault, IndicatorState
 
 __all__ = ["INDICATOR_PATTERNS", "MODE_TIMINGS_S", "GpioIndicator", "Mode", "Pattern"]
 
+
 class Mode(enum.StrEnum):
     OFF = "off"
     STEADY = "steady"

@@ -65,7 +65,9 @@ class GpioPilot:
                 initial_value=duty_for_current(None),
                 pin_factory=pin_factory,
             )
-            self._cp = MCP3008(channel=cfg.cp_channel, device=cfg.adc_device, pin_factory=pin_factory)
+            self._cp = MCP3008(
+                channel=cfg.cp_channel, device=cfg.adc_device, pin_factory=pin_factory
+            )
             if cfg.pp_channel is not None:
                 self._pp = MCP3008(
                     channel=cfg.pp_channel, device=cfg.adc_device, pin_factory=pin_factory

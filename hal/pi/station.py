@@ -218,5 +218,5 @@ async def _run(closers: Any) -> None:
             result = closer()
             if inspect.isawaitable(result):
                 await result
-        except Exception:  # noqa: BLE001 - every device must get its chance to let go
+        except Exception:  # every device must get its chance to let go
             log.exception("closing a device of the Pi station failed")

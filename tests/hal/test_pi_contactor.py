@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
-from gpiozero.pins.mock import MockFactory
+from gpiozero.pins.mock import MockConnectedPin, MockFactory
 
 from hal.config import ContactorConfig
 from hal.errors import ContactorError
@@ -62,11 +64,16 @@ async def test_active_low_coil(factory: MockFactory) -> None:
     assert coil.state is True and coil.function == "input"
 
 
+def healthy_mechanics(factory: MockFactory) -> None:
+    """The aux contact follows the coil, as a working contactor's does."""
+    factory.pin(COIL, pin_class=MockConnectedPin, input_pin=factory.pin(AUX))
+
+
 async def test_release_opens_the_coil_and_frees_the_pins(factory: MockFactory) -> None:
+    healthy_mechanics(factory)
     contactor = make(factory, feedback_pin=AUX)
-    await contactor.close() if False else None
-    contactor._out.on()  # as if closed when the daemon stops
-    contactor.release()
+    await contactor.close()
+    contactor.release()  # as when the daemon stops while charging
     coil = factory.pin(COIL)
     assert coil.state is False and coil.function == "input"
     assert factory.pin(AUX).function == "input"
@@ -75,19 +82,15 @@ async def test_release_opens_the_coil_and_frees_the_pins(factory: MockFactory) -
 
 
 async def test_close_confirmed_by_the_feedback(factory: MockFactory) -> None:
+    healthy_mechanics(factory)
     contactor = make(factory, feedback_pin=AUX)
-    aux = AuxContact(factory)
-    aux.reads(False)
-    # The mechanics follow the coil; the driver reads the aux contact after settle_s.
-    factory.pin(COIL).when_changed = None
-    contactor_close = contactor.close()
-    aux.reads(True)  # closes within the settle time
-    await contactor_close
+    await contactor.close()
     assert contactor.closed and contactor.feedback_closed is True
     assert contactor.faults() == frozenset()
-    aux.reads(False)
     await contactor.open()
+    assert not contactor.closed and contactor.feedback_closed is False
     assert contactor.faults() == frozenset()
+    assert [s.state for s in factory.pin(AUX).states] == [False, True, False]
 
 
 async def test_failed_to_close_opens_the_output_again_and_stands(factory: MockFactory) -> None:
@@ -109,7 +112,9 @@ async def test_failed_to_close_clears_when_a_close_is_confirmed(factory: MockFac
     aux.reads(False)
     with pytest.raises(ContactorError):
         await contactor.close()
-    aux.reads(True)  # repaired (here: reads closed before the coil pulls, good enough)
+    aux.reads(False)
+    assert contactor.faults() == {Fault.CONTACTOR_FAILED_TO_CLOSE}  # open and agreeing: still
+    aux.reads(True)  # repaired; the aux contact now reads closed
     await contactor.close()
     assert contactor.faults() == frozenset()
 
@@ -177,3 +182,24 @@ async def test_a_released_contactor_is_open_and_cannot_close(factory: MockFactor
     await contactor.open()  # nothing to do: the line is let go
     with pytest.raises(ContactorError):
         await contactor.close()
+
+
+async def test_no_fault_is_judged_while_the_mechanics_settle(factory: MockFactory) -> None:
+    contactor = make(factory, feedback_pin=AUX, settle_s=0.05)
+    closing = asyncio.create_task(contactor.close())
+    await asyncio.sleep(0)  # the coil is on, the aux contact has not moved yet
+    assert factory.pin(COIL).state is True
+    assert contactor.faults() == frozenset()
+    with pytest.raises(ContactorError):
+        await closing  # it never moved
+
+
+async def test_a_cancelled_close_leaves_the_coil_off(factory: MockFactory) -> None:
+    contactor = make(factory, settle_s=60)
+    closing = asyncio.create_task(contactor.close())
+    await asyncio.sleep(0)
+    assert factory.pin(COIL).state is True
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    assert factory.pin(COIL).state is False and not contactor.closed
