@@ -73,6 +73,7 @@ class StationConfig:
     serial_number: str | None = None  # chargePointSerialNumber (CiString25)
     firmware_version: str = chargerd.__version__
     connectors: int = 1
+    max_current_a: float = 32.0  # what the supply and the wiring allow per connector
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,8 @@ class CsmsConfig:
     url: str  # the CSMS endpoint without the identity: chargerd appends "/<charge_point_id>"
     security_profile: int = 0  # 0 plain ws, 1 basic auth/ws, 2 basic auth/TLS, 3 client cert
     basic_auth_password: str | None = None
+    ca_file: Path | None = None  # CA bundle for wss:// (default: the system's)
+    max_frame_bytes: int = 65536  # inbound frames above this are refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,6 +404,7 @@ class _Loader:
             serial_number=t.string("serial_number", None, max_len=25),
             firmware_version=t.string("firmware_version", chargerd.__version__, max_len=50),
             connectors=t.integer("connectors", 1, 1, MAX_CONNECTORS),
+            max_current_a=t.number("max_current_a", 32.0, lo=6.0, hi=80.0),
         )
         t.finish()
         return cfg
@@ -429,7 +433,13 @@ class _Loader:
                 _REQUIRED,
                 f"a password: security_profile {profile} uses HTTP basic auth",
             )
-        cfg = CsmsConfig(url=url, security_profile=profile, basic_auth_password=password)
+        cfg = CsmsConfig(
+            url=url,
+            security_profile=profile,
+            basic_auth_password=password,
+            ca_file=t.path("ca_file", None, self.base),
+            max_frame_bytes=t.integer("max_frame_bytes", 65536, 1024, 16 * 1024 * 1024),
+        )
         t.finish()
         return cfg
 

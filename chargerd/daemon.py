@@ -53,8 +53,7 @@ class Daemon:
         from chargerd.features.remote import RemoteService
         from chargerd.features.status_report import StatusPublisher
         from chargerd.features.transactions import TransactionService
-        from chargerd.link import FrameLog, Link
-        from chargerd.link import LinkError
+        from chargerd.link import FrameLog, Link, LinkError
         from chargerd.store import Store
 
         cfg = self.cfg
@@ -62,11 +61,15 @@ class Daemon:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store.open(state_dir / "chargerd.db")
         if self.store.recovered_from is not None:
-            log.error("the state database was corrupt and was moved to %s", self.store.recovered_from)
+            log.error(
+                "the state database was corrupt and was moved to %s", self.store.recovered_from
+            )
 
         n = cfg.station.connectors
         self.config = ConfigurationService(self.store)
-        declare_core_keys(self.config, connectors=n, supported_measurands=metering.SUPPORTED_MEASURANDS)
+        declare_core_keys(
+            self.config, connectors=n, supported_measurands=metering.SUPPORTED_MEASURANDS
+        )
         try:
             self.config.apply_initial(dict(cfg.ocpp))
         except ValueError as exc:
@@ -82,21 +85,32 @@ class Daemon:
             frame_log=self.frame_log,
             ping_interval=lambda: float(self.config.get("WebSocketPingInterval") or 0),
             basic_auth=self._basic_auth(),
-            max_frame_bytes=getattr(cfg.csms, 'max_frame_bytes', 65536),
+            max_frame_bytes=cfg.csms.max_frame_bytes,
+            ssl_context=self._ssl_context(),
         )
         self.cache = AuthorizationCache(self.store, self.clock, self.config)
         self.authorizer = Authorizer(self.cache, self.link, self.config, self.clock)
         self.outbox = Outbox(
-            self.store, self.clock,
+            self.store,
+            self.clock,
             attempts=lambda: int(self.config.get("TransactionMessageAttempts") or 1),
             retry_interval=lambda: int(self.config.get("TransactionMessageRetryInterval") or 0),
         )
         self.transactions = TransactionService(
-            store=self.store, clock=self.clock, outbox=self.outbox, config=self.config, cache=self.cache,
+            store=self.store,
+            clock=self.clock,
+            outbox=self.outbox,
+            config=self.config,
+            cache=self.cache,
         )
-        runtimes = [ConnectorRuntime(id=i + 1, hw=hw) for i, hw in enumerate(self.hardware.connectors)]
+        runtimes = [
+            ConnectorRuntime(id=i + 1, hw=hw) for i, hw in enumerate(self.hardware.connectors)
+        ]
         self.boot = BootService(
-            link=self.link, clock=self.clock, config=self.config, link_errors=(LinkError,),
+            link=self.link,
+            clock=self.clock,
+            config=self.config,
+            link_errors=(LinkError,),
             identity=Identity(
                 charge_point_vendor=cfg.station.vendor,
                 charge_point_model=cfg.station.model,
@@ -107,27 +121,42 @@ class Daemon:
             current_statuses=lambda: self.status.current(),
         )
         self.status = StatusPublisher(
-            clock=self.clock, config=self.config, send=self.boot.send_status,
+            clock=self.clock,
+            config=self.config,
+            send=self.boot.send_status,
             station=lambda: self.supervisor.station_status(self._reader_faults()),
         )
         self.supervisor = ConnectorSupervisor(
-            connectors=runtimes, transactions=self.transactions, config=self.config,
-            clock=self.clock, report_status=self.status.report,
-            max_current_a=getattr(cfg.station, 'max_current_a', 32.0),
+            connectors=runtimes,
+            transactions=self.transactions,
+            config=self.config,
+            clock=self.clock,
+            report_status=self.status.report,
+            max_current_a=cfg.station.max_current_a,
         )
         self.availability = AvailabilityService(store=self.store, supervisor=self.supervisor)
         self.availability.restore()
         self.sampler = metering.MeterSampler(
-            supervisor=self.supervisor, transactions=self.transactions, config=self.config,
-            clock=self.clock, send_live=self.boot.send_live,
+            supervisor=self.supervisor,
+            transactions=self.transactions,
+            config=self.config,
+            clock=self.clock,
+            send_live=self.boot.send_live,
         )
         self.cards = CardService(
-            supervisor=self.supervisor, authorizer=self.authorizer, config=self.config,
-            clock=self.clock, online=self.boot.online,
+            supervisor=self.supervisor,
+            authorizer=self.authorizer,
+            config=self.config,
+            clock=self.clock,
+            online=self.boot.online,
         )
         self.remote = RemoteService(
-            supervisor=self.supervisor, authorizer=self.authorizer, config=self.config,
-            clock=self.clock, online=self.boot.online, restart=self.request_restart,
+            supervisor=self.supervisor,
+            authorizer=self.authorizer,
+            config=self.config,
+            clock=self.clock,
+            online=self.boot.online,
+            restart=self.request_restart,
         )
         for feature in (self.config, self.cache, self.remote, self.availability):
             self.link.register(feature)
@@ -142,7 +171,8 @@ class Daemon:
         self.recovered = self.transactions.recover_power_loss()
 
         self.control = ControlServer(
-            Path(cfg.paths.control_socket), **build_commands(self),
+            Path(cfg.paths.control_socket),
+            **build_commands(self),
         )
 
     async def _open_hardware(self):
@@ -156,6 +186,18 @@ class Daemon:
         from hal.pi.station import open_pi_station
 
         return await open_pi_station(cfg.hardware, Path(cfg.paths.state_dir))
+
+    def _ssl_context(self):
+        """TLS for wss:// (security profiles 2 and 3): verify the CSMS, TLS 1.2 at least."""
+        import ssl
+
+        if not self.cfg.csms.url.startswith("wss://"):
+            return None
+        ctx = ssl.create_default_context(
+            cafile=str(self.cfg.csms.ca_file) if self.cfg.csms.ca_file else None
+        )
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        return ctx
 
     def _basic_auth(self) -> tuple[str, str] | None:
         csms = self.cfg.csms
@@ -195,7 +237,8 @@ class Daemon:
             "heartbeat": self.boot.heartbeat_loop(),
             "live": self.boot.live_loop(),
             "outbox": self.outbox.run(
-                self.link.call, self.boot.ready,
+                self.link.call,
+                self.boot.ready,
                 errors=(CallErrorReceived, CallResultInvalid),
                 offline_errors=(NotConnected, CallTimeout),
             ),
@@ -216,8 +259,11 @@ class Daemon:
         sdnotify.notify("READY=1")
         log.info(
             "chargerd %s ready: %s, %d connector(s), %s hardware, CSMS %s",
-            __version__, self.cfg.station.charge_point_id, self.cfg.station.connectors,
-            self.hardware.kind, self.cfg.csms.url,
+            __version__,
+            self.cfg.station.charge_point_id,
+            self.cfg.station.connectors,
+            self.hardware.kind,
+            self.cfg.csms.url,
         )
         await self._stopping.wait()
         sdnotify.notify("STOPPING=1")
@@ -231,8 +277,12 @@ class Daemon:
         if task.cancelled() or self._stopping.is_set():
             return
         exc = task.exception()
-        log.critical("task %s ended unexpectedly (%r); stopping so that systemd restarts us",
-                     task.get_name(), exc, exc_info=exc)
+        log.critical(
+            "task %s ended unexpectedly (%r); stopping so that systemd restarts us",
+            task.get_name(),
+            exc,
+            exc_info=exc,
+        )
         self._stopping.set()
 
     async def request_restart(self, reason: str) -> None:
@@ -255,8 +305,9 @@ class Daemon:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chargerd", description="OCPP 1.6-J charge point daemon")
     parser.add_argument("--config", type=Path, default=Path("/etc/chargerd/chargerd.toml"))
-    parser.add_argument("--check-config", type=Path, metavar="PATH",
-                        help="validate a configuration file and exit")
+    parser.add_argument(
+        "--check-config", type=Path, metavar="PATH", help="validate a configuration file and exit"
+    )
     parser.add_argument("--version", action="version", version=f"chargerd {__version__}")
     args = parser.parse_args(argv)
     path = args.check_config or args.config
@@ -271,6 +322,11 @@ def main(argv: list[str] | None = None) -> int:
     from chargerd.logs import setup_logging
 
     setup_logging(cfg.logging.level, log_file=cfg.paths.log_file)
+    # Libraries' own chatter (every websocket frame, every Modbus timeout) drowns what a
+    # technician needs; our frame log and fault logs already say it once, better.
+    for noisy in ("websockets", "pymodbus"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     try:
         return asyncio.run(Daemon(cfg, config_path=path).run())
     except ConfigError as exc:

@@ -24,7 +24,9 @@ DEMO_CARD = "DEADBEEF"
 def _ctl(sock: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "chargerd.cli", "--socket", str(sock), *args],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
 
 
@@ -44,6 +46,7 @@ def _status(sock: Path) -> dict:
 
 def scenario(sock: Path) -> int:
     """One session, as a driver would have it: plug, card, charge, card again, unplug."""
+
     def step(title: str, *args: str) -> None:
         res = _ctl(sock, *args)
         print(f"  $ chargerctl {' '.join(args)}  -> exit {res.returncode}", flush=True)
@@ -67,13 +70,18 @@ def scenario(sock: Path) -> int:
     step("charge", "sim", "charge", "1")
     st = wait(lambda s: s["connectors"][0]["status"] == "Charging")
     c = st.get("connectors", [{}])[0]
-    print(f"  connector 1: {c.get('status')}, transaction {c.get('transaction_id')}, "
-          f"{c.get('power_w')} W", flush=True)
+    print(
+        f"  connector 1: {c.get('status')}, transaction {c.get('transaction_id')}, "
+        f"{c.get('power_w')} W",
+        flush=True,
+    )
     time.sleep(3)
     step("card again", "sim", "card", DEMO_CARD)
     wait(lambda s: s["connectors"][0]["status"] == "Finishing")
     step("unplug", "sim", "unplug", "1")
-    st = wait(lambda s: s["connectors"][0]["status"] == "Available" and s["ocpp"]["outbox_pending"] == 0)
+    st = wait(
+        lambda s: s["connectors"][0]["status"] == "Available" and s["ocpp"]["outbox_pending"] == 0
+    )
     print(json.dumps(st.get("connectors", []), indent=2), flush=True)
     ok = bool(st) and st["connectors"][0]["status"] == "Available"
     print("scenario " + ("completed" if ok else "FAILED"), flush=True)
@@ -94,12 +102,26 @@ def main(argv: list[str] | None = None) -> int:
     Path(cfg.paths.state_dir).mkdir(parents=True, exist_ok=True)
     csms_log = Path(cfg.paths.state_dir) / "benchcsms.log"
     csms = subprocess.Popen(
-        [sys.executable, "-m", "chargerd.benchcsms", "--host", "127.0.0.1", "--port", str(args.port),
-         "--cards", f"{DEMO_CARD},04A1B2C3D4E5F6", "--heartbeat", "60"],
-        stdout=open(csms_log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        [
+            sys.executable,
+            "-m",
+            "chargerd.benchcsms",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(args.port),
+            "--cards",
+            f"{DEMO_CARD},04A1B2C3D4E5F6",
+            "--heartbeat",
+            "60",
+        ],
+        stdout=open(csms_log, "w"),
+        stderr=subprocess.STDOUT,
     )
-    print(f"bench CSMS on ws://127.0.0.1:{args.port} (frames in {csms_log}); cards: {DEMO_CARD}",
-          flush=True)
+    print(
+        f"bench CSMS on ws://127.0.0.1:{args.port} (frames in {csms_log}); cards: {DEMO_CARD}",
+        flush=True,
+    )
     stop = False
 
     def _stop(*_):
@@ -114,8 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         while not stop:
             if daemon is None or daemon.poll() is not None:
                 if daemon is not None:
-                    print(f"chargerd exited ({daemon.returncode}); restarting it as systemd would",
-                          flush=True)
+                    print(
+                        f"chargerd exited ({daemon.returncode}); restarting it as systemd would",
+                        flush=True,
+                    )
                     time.sleep(1)
                 daemon = subprocess.Popen(
                     [sys.executable, "-m", "chargerd.daemon", "--config", str(args.config)],

@@ -126,7 +126,8 @@ class StationRig:
         log.flush()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "chargerd.daemon", "--config", str(self.config_path)],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()
@@ -222,7 +223,8 @@ class StationRig:
     async def wait_connector(self, n: int, status: str, *, timeout: float = 10.0) -> dict:
         st = await self.wait_status(
             lambda s: s["connectors"][n - 1]["status"] == status,
-            timeout=timeout, what=f"connector {n} {status}",
+            timeout=timeout,
+            what=f"connector {n} {status}",
         )
         return st["connectors"][n - 1]
 

@@ -214,11 +214,11 @@ class StationHardware:
         for c in self.connectors:
             try:
                 await c.contactor.open()
-            except Exception:  # noqa: BLE001 - closing must reach every device
+            except Exception:
                 pass
             try:
                 c.pilot.set_offered_current(None)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
         for closer in reversed(self.closers):
             result = closer()

@@ -47,7 +47,9 @@ class Commands:
     def _sim(self):
         sim = self.d.hardware.sim
         if sim is None:
-            raise CommandRefused("sim commands work on the mock station only; this is real hardware")
+            raise CommandRefused(
+                "sim commands work on the mock station only; this is real hardware"
+            )
         return sim
 
     def _sim_call(self, fn, *args, **kwargs) -> dict:
@@ -75,8 +77,9 @@ class Commands:
             "energy_wh": _round(s.energy_wh) if s else None,
             "transaction_id": conn.tx.transaction_id if conn.tx else None,
             "transaction_local_id": conn.tx.local_id if conn.tx else None,
-            "id_tag": conn.tx.id_tag if conn.tx else (
-                conn.authorization.id_tag if conn.authorization else None),
+            "id_tag": conn.tx.id_tag
+            if conn.tx
+            else (conn.authorization.id_tag if conn.authorization else None),
             "operative": conn.operative,
             "faults": sorted(conn.faults),
         }
@@ -85,7 +88,8 @@ class Commands:
         d = self.d
         faults = [
             {"connector": c.id, "fault": f}
-            for c in d.supervisor.connectors.values() for f in sorted(c.faults)
+            for c in d.supervisor.connectors.values()
+            for f in sorted(c.faults)
         ]
         reader_faults = sorted(d.hardware.reader.faults()) if d.hardware.reader else []
         faults += [{"connector": 0, "fault": f} for f in reader_faults]
@@ -172,7 +176,8 @@ class Commands:
         if device == "reader":
             return await self._selftest_reader()
         conns = (
-            [self._connector(args)] if args.get("connector") is not None
+            [self._connector(args)]
+            if args.get("connector") is not None
             else list(self.d.supervisor.connectors.values())
         )
         for conn in conns:
@@ -212,8 +217,13 @@ class Commands:
     async def _selftest_lock(self, conn, steps) -> None:
         lock = conn.hw.lock
         if lock is None:
-            steps.append({"step": f"connector {conn.id}: lock", "ok": True,
-                          "detail": "no cable lock fitted (tethered cable)"})
+            steps.append(
+                {
+                    "step": f"connector {conn.id}: lock",
+                    "ok": True,
+                    "detail": "no cable lock fitted (tethered cable)",
+                }
+            )
             return
         await self._step(steps, f"connector {conn.id}: lock", lock.lock())
         await self._step(steps, f"connector {conn.id}: unlock", lock.unlock())
@@ -225,8 +235,13 @@ class Commands:
             led.show(state)
             await asyncio.sleep(0.3 if self.d.hardware.kind == "pi" else 0)
         led.show(before)
-        steps.append({"step": f"connector {conn.id}: cycle every indicator state", "ok": True,
-                      "detail": "watch the light: " + ", ".join(s.value for s in IndicatorState)})
+        steps.append(
+            {
+                "step": f"connector {conn.id}: cycle every indicator state",
+                "ok": True,
+                "detail": "watch the light: " + ", ".join(s.value for s in IndicatorState),
+            }
+        )
 
     async def _selftest_meter(self, conn, steps) -> None:
         async def read():
@@ -241,8 +256,13 @@ class Commands:
             steps = [{"step": "reader", "ok": False, "detail": "no reader configured"}]
         else:
             faults = sorted(reader.faults())
-            steps = [{"step": "reader answers", "ok": not faults,
-                      "detail": "ok" if not faults else f"faults: {faults}"}]
+            steps = [
+                {
+                    "step": "reader answers",
+                    "ok": not faults,
+                    "detail": "ok" if not faults else f"faults: {faults}",
+                }
+            ]
         return {"device": "reader", "passed": all(s["ok"] for s in steps), "steps": steps}
 
     # -- bench (mock station only) -----------------------------------------------------------
@@ -250,8 +270,11 @@ class Commands:
     async def sim_plug(self, args: dict) -> dict:
         conn = self._connector(args)
         return self._sim_call(
-            self._sim().plug, conn.id, ev_max_current_a=args.get("ev_max_current_a"),
-            phases=args.get("phases"), cable_capacity_a=args.get("cable_capacity_a"),
+            self._sim().plug,
+            conn.id,
+            ev_max_current_a=args.get("ev_max_current_a"),
+            phases=args.get("phases"),
+            cable_capacity_a=args.get("cable_capacity_a"),
         )
 
     async def sim_charge(self, args: dict) -> dict:

@@ -45,7 +45,9 @@ class AvailabilityService:
     def _save(self) -> None:
         saved = {"0": self._sup.station_operative}
         for conn in self._sup.connectors.values():
-            target = conn.scheduled_operative if conn.scheduled_operative is not None else conn.operative
+            target = (
+                conn.scheduled_operative if conn.scheduled_operative is not None else conn.operative
+            )
             saved[str(conn.id)] = target
         if self._station_scheduled is not None:
             saved["0"] = self._station_scheduled
@@ -53,7 +55,7 @@ class AvailabilityService:
             self._store.set_kv(_KEY, json.dumps(saved))
 
     @on(Action.change_availability)
-    def change_availability(self, connector_id: int, type: str):  # noqa: A002 - OCPP field name
+    def change_availability(self, connector_id: int, type: str):
         operative = type == AvailabilityType.operative
         if connector_id == 0:
             targets = list(self._sup.connectors.values())

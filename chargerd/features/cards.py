@@ -64,7 +64,9 @@ class CardService:
             if uid == tx.id_tag:
                 await self._sup.stop(conn, "Local", id_tag=uid)
                 return f"stopped transaction on connector {conn.id}"
-        owners = [c for c in self._sup.connectors.values() if c.tx is not None and c.tx.parent_id_tag]
+        owners = [
+            c for c in self._sup.connectors.values() if c.tx is not None and c.tx.parent_id_tag
+        ]
         if owners:
             info = await self._authorizer.authorize(uid, online=self._online())
             for conn in owners:
@@ -81,7 +83,9 @@ class CardService:
             if conn.authorization is not None and conn.authorization.id_tag == uid:
                 conn.authorization = None
                 self._sup.poke()
-                log.info("card %s presented again: authorization on connector %d withdrawn", uid, conn.id)
+                log.info(
+                    "card %s presented again: authorization on connector %d withdrawn", uid, conn.id
+                )
                 return f"authorization withdrawn on connector {conn.id}"
         # 3. A new authorization.
         target = self._sup.first_free()

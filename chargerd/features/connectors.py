@@ -31,8 +31,13 @@ log = logging.getLogger(__name__)
 
 #: Faults with which a contactor must not stay closed.
 UNSAFE_FAULTS = frozenset(
-    {Fault.CONTACTOR_WELDED, Fault.CONTACTOR_FAILED_TO_CLOSE, Fault.EV_ERROR,
-     Fault.PILOT_FAILURE, Fault.LOCK_FAILURE}
+    {
+        Fault.CONTACTOR_WELDED,
+        Fault.CONTACTOR_FAILED_TO_CLOSE,
+        Fault.EV_ERROR,
+        Fault.PILOT_FAILURE,
+        Fault.LOCK_FAILURE,
+    }
 )
 
 #: Faults of the station's own equipment that end a running transaction.  An EV in
@@ -40,8 +45,19 @@ UNSAFE_FAULTS = frozenset(
 STOP_FAULTS = UNSAFE_FAULTS - {Fault.EV_ERROR}
 
 #: Stop reasons after which the plug is released for the driver to take it.
-UNLOCK_AFTER = frozenset({"Local", "Remote", "UnlockCommand", "DeAuthorized", "Other",
-                          "EmergencyStop", "SoftReset", "HardReset", "Reboot"})
+UNLOCK_AFTER = frozenset(
+    {
+        "Local",
+        "Remote",
+        "UnlockCommand",
+        "DeAuthorized",
+        "Other",
+        "EmergencyStop",
+        "SoftReset",
+        "HardReset",
+        "Reboot",
+    }
+)
 
 
 @dataclass
@@ -141,7 +157,10 @@ class ConnectorSupervisor:
                 ev = conn.ev_state
             await self._read_meter(conn)
             faults = (
-                hw.contactor.faults() | hw.meter.faults() | hw.pilot.faults() | hw.indicator.faults()
+                hw.contactor.faults()
+                | hw.meter.faults()
+                | hw.pilot.faults()
+                | hw.indicator.faults()
                 | (hw.lock.faults() if hw.lock is not None else frozenset())
             )
             conn.faults = frozenset(faults)
@@ -155,7 +174,8 @@ class ConnectorSupervisor:
                 if self._clock.monotonic() > conn.authorization.deadline:
                     log.info(
                         "connector %d: %s authorized but no EV plugged within ConnectionTimeOut",
-                        conn.id, conn.authorization.id_tag,
+                        conn.id,
+                        conn.authorization.id_tag,
                     )
                     conn.authorization = None
                 elif ev.plugged and conn.operative and self.station_operative:
@@ -169,7 +189,9 @@ class ConnectorSupervisor:
         """A fresh reading (the last good one when the meter is silent)."""
         return await self._read_meter(conn, fresh=True)
 
-    async def _read_meter(self, conn: ConnectorRuntime, *, fresh: bool = False) -> MeterSample | None:
+    async def _read_meter(
+        self, conn: ConnectorRuntime, *, fresh: bool = False
+    ) -> MeterSample | None:
         now = self._clock.monotonic()
         if fresh or now - conn.sample_at >= self._meter_poll_s:
             conn.sample_at = now
@@ -186,7 +208,9 @@ class ConnectorSupervisor:
         if unsafe:
             log.error(
                 "connector %d: %s during transaction %d; stopping it",
-                conn.id, ", ".join(sorted(unsafe)), tx.local_id,
+                conn.id,
+                ", ".join(sorted(unsafe)),
+                tx.local_id,
             )
             await self._stop(conn, "EmergencyStop")
             return
@@ -194,7 +218,9 @@ class ConnectorSupervisor:
             limit = int(self._config.get("MaxEnergyOnInvalidId") or 0)
             if conn.sample.energy_wh - tx.meter_start_wh >= limit:
                 log.warning(
-                    "connector %d: MaxEnergyOnInvalidId (%d Wh) reached for an invalid id", conn.id, limit
+                    "connector %d: MaxEnergyOnInvalidId (%d Wh) reached for an invalid id",
+                    conn.id,
+                    limit,
                 )
                 await self._stop(conn, "DeAuthorized")
 
@@ -258,7 +284,10 @@ class ConnectorSupervisor:
         sample = await self._read_meter(conn, fresh=True)
         try:
             self.transactions.begin(
-                conn, id_tag=auth.id_tag, parent_id_tag=auth.parent_id_tag, sample=sample,
+                conn,
+                id_tag=auth.id_tag,
+                parent_id_tag=auth.parent_id_tag,
+                sample=sample,
                 reservation_id=auth.reservation_id,
             )
         except TransactionRefused as exc:
@@ -282,7 +311,12 @@ class ConnectorSupervisor:
         self._update_status(conn)
 
     async def _stop(
-        self, conn: ConnectorRuntime, reason: str, *, id_tag: str | None = None, unplugged: bool = False
+        self,
+        conn: ConnectorRuntime,
+        reason: str,
+        *,
+        id_tag: str | None = None,
+        unplugged: bool = False,
     ) -> None:
         if conn.tx is None:
             return
@@ -295,8 +329,11 @@ class ConnectorSupervisor:
             await self._unlock(conn)
         if conn.scheduled_operative is not None:
             conn.operative, conn.scheduled_operative = conn.scheduled_operative, None
-            log.info("connector %d: scheduled availability change applied (operative=%s)",
-                     conn.id, conn.operative)
+            log.info(
+                "connector %d: scheduled availability change applied (operative=%s)",
+                conn.id,
+                conn.operative,
+            )
             for cb in self.on_idle:
                 result = cb()
                 if asyncio.iscoroutine(result):
@@ -313,7 +350,10 @@ class ConnectorSupervisor:
             return False
 
     async def unlock(self, conn: ConnectorRuntime) -> bool | None:
-        """UnlockConnector: stop a transaction first (UnlockCommand), then release. None: no lock."""
+        """UnlockConnector: stop a running transaction (UnlockCommand), then release.
+
+        Returns None when the connector has no lock (a tethered cable).
+        """
         if conn.tx is not None:
             await self.stop(conn, "UnlockCommand")
         if conn.hw.lock is None:
@@ -369,8 +409,12 @@ class ConnectorSupervisor:
             ok = conn and conn.tx is None and conn.operative and self.station_operative
             return conn if ok else None
         candidates = [
-            c for c in self.connectors.values()
-            if c.tx is None and c.operative and self.station_operative and not (c.faults & UNSAFE_FAULTS)
+            c
+            for c in self.connectors.values()
+            if c.tx is None
+            and c.operative
+            and self.station_operative
+            and not (c.faults & UNSAFE_FAULTS)
         ]
         for c in candidates:
             if c.ev_state.plugged and c.authorization is None and not c.finishing:

@@ -185,7 +185,9 @@ class MeterSampler:
         self._config = config
         self._clock = clock
         self._send_live = send_live
-        self.periodic = PeriodicTask("sampled meter values", self._sample_interval, self.sample, clock)
+        self.periodic = PeriodicTask(
+            "sampled meter values", self._sample_interval, self.sample, clock
+        )
         self._aligned_wake = asyncio.Event()
 
     def _sample_interval(self) -> float:
@@ -206,7 +208,10 @@ class MeterSampler:
                 continue
             if interval > 0 and measurands:
                 mv = meter_value(
-                    reading, measurands, context="Sample.Periodic", timestamp=self._clock.now(),
+                    reading,
+                    measurands,
+                    context="Sample.Periodic",
+                    timestamp=self._clock.now(),
                     offered_current_a=conn.hw.pilot.offered_current_a,
                 )
                 self._tx.queue_meter_values(conn, [mv], sample=reading)
@@ -247,7 +252,10 @@ class MeterSampler:
             if reading is None:
                 continue
             mv = meter_value(
-                reading, measurands, context="Sample.Clock", timestamp=self._clock.now(),
+                reading,
+                measurands,
+                context="Sample.Clock",
+                timestamp=self._clock.now(),
                 offered_current_a=conn.hw.pilot.offered_current_a,
             )
             if conn.tx is not None:

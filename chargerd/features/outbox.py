@@ -67,7 +67,12 @@ class Outbox:
         """Queue a message.  Call inside ``store.transaction()`` with the state change."""
         cur = self._store.execute(
             "INSERT INTO outbox(action, payload, tx_local_id, created_at) VALUES (?, ?, ?, ?)",
-            (action, json.dumps(payload, separators=(",", ":")), tx_local_id, iso(self._clock.now())),
+            (
+                action,
+                json.dumps(payload, separators=(",", ":")),
+                tx_local_id,
+                iso(self._clock.now()),
+            ),
         )
         self._wake.set()
         return int(cur.lastrowid)
@@ -93,7 +98,11 @@ class Outbox:
         if row is None:
             return None
         return OutboxMessage(
-            row["seq"], row["action"], json.loads(row["payload"]), row["tx_local_id"], row["attempts"]
+            row["seq"],
+            row["action"],
+            json.loads(row["payload"]),
+            row["tx_local_id"],
+            row["attempts"],
         )
 
     # -- sending -----------------------------------------------------------------
@@ -145,7 +154,9 @@ class Outbox:
                     # such transaction, and a made-up id would be worse than nothing.
                     log.error(
                         "dropping %s #%d: its transaction %d never got a transactionId",
-                        msg.action, msg.seq, msg.tx_local_id,
+                        msg.action,
+                        msg.seq,
+                        msg.tx_local_id,
                     )
                     self._drop(msg)
                     continue
@@ -153,7 +164,9 @@ class Outbox:
             try:
                 result = await call(msg.action, payload)
             except offline_errors as exc:
-                log.info("%s #%d not delivered (%s); waiting for the link", msg.action, msg.seq, exc)
+                log.info(
+                    "%s #%d not delivered (%s); waiting for the link", msg.action, msg.seq, exc
+                )
                 await asyncio.sleep(0.2)
                 continue
             except errors as exc:
@@ -172,14 +185,22 @@ class Outbox:
         if attempts >= limit:
             log.error(
                 "dropping %s #%d after %d attempts, the CSMS refused it: %s",
-                msg.action, msg.seq, attempts, exc,
+                msg.action,
+                msg.seq,
+                attempts,
+                exc,
             )
             self._drop(msg)
             return
         delay = self._retry_interval() * attempts
         log.warning(
             "%s #%d refused by the CSMS (%s); attempt %d of %d, next in %ds",
-            msg.action, msg.seq, exc, attempts, limit, delay,
+            msg.action,
+            msg.seq,
+            exc,
+            attempts,
+            limit,
+            delay,
         )
         with self._store.transaction():
             self._store.execute(

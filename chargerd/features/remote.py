@@ -69,8 +69,9 @@ class RemoteService:
         return call_result.RemoteStartTransaction(status=RemoteStartStopStatus.accepted)
 
     @after(Action.remote_start_transaction)
-    async def _remote_start_after(self, id_tag: str, connector_id: int | None = None,
-                                  charging_profile=None) -> None:
+    async def _remote_start_after(
+        self, id_tag: str, connector_id: int | None = None, charging_profile=None
+    ) -> None:
         conn_id = self._pending_remote.pop(id_tag, None)
         if conn_id is None or not self._config.get("AuthorizeRemoteTxRequests"):
             return
@@ -118,11 +119,11 @@ class RemoteService:
     # -- Reset ------------------------------------------------------------------------------
 
     @on(Action.reset)
-    def reset(self, type: str):  # noqa: A002 - the OCPP field name
+    def reset(self, type: str):
         return call_result.Reset(status=ResetStatus.accepted)
 
     @after(Action.reset)
-    async def _reset_after(self, type: str) -> None:  # noqa: A002
+    async def _reset_after(self, type: str) -> None:
         reason = "HardReset" if type == "Hard" else "SoftReset"
         log.warning("%s reset requested by the CSMS; stopping transactions and restarting", type)
         await asyncio.sleep(0.2)  # let the CALLRESULT leave first

@@ -30,7 +30,9 @@ class StatusPublisher:
 
     def _observe(self, connector_id: int, status: str, error_code: str) -> None:
         self.reporter.minimum_duration_s = float(self._config.get("MinimumStatusDuration") or 0)
-        report = self.reporter.observe(connector_id, status, error_code, now=self._clock.monotonic())
+        report = self.reporter.observe(
+            connector_id, status, error_code, now=self._clock.monotonic()
+        )
         if report is not None:
             self._send(report.connector_id, str(report.status), str(report.error_code))
 

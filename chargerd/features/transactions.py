@@ -125,7 +125,10 @@ class TransactionService:
             log.warning(
                 "transaction %d on connector %d was running when chargerd stopped; "
                 "StopTransaction(PowerLoss) queued with meterStop=%.0f Wh at %s",
-                row["local_id"], row["connector_id"], row["last_energy_wh"], row["last_energy_time"],
+                row["local_id"],
+                row["connector_id"],
+                row["last_energy_wh"],
+                row["last_energy_time"],
             )
             recovered.append(row["local_id"])
         return recovered
@@ -143,7 +146,9 @@ class TransactionService:
     ) -> ActiveTx:
         """Commit the start and its StartTransaction.req.  The caller closes the contactor after."""
         if conn.tx is not None:
-            raise TransactionRefused(f"connector {conn.id} already has transaction {conn.tx.local_id}")
+            raise TransactionRefused(
+                f"connector {conn.id} already has transaction {conn.tx.local_id}"
+            )
         if sample is None:
             raise TransactionRefused(f"connector {conn.id}: the meter has never been read")
         now = self._clock.now()
@@ -161,8 +166,16 @@ class TransactionService:
                     "INSERT INTO transactions(connector_id, id_tag, parent_id_tag, reservation_id, "
                     "meter_start_wh, start_time, state, last_energy_wh, last_energy_time) "
                     "VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?)",
-                    (conn.id, id_tag, parent_id_tag, reservation_id, sample.energy_wh, iso(now),
-                     sample.energy_wh, iso(now)),
+                    (
+                        conn.id,
+                        id_tag,
+                        parent_id_tag,
+                        reservation_id,
+                        sample.energy_wh,
+                        iso(now),
+                        sample.energy_wh,
+                        iso(now),
+                    ),
                 )
                 local_id = int(cur.lastrowid)
                 self._outbox.enqueue("StartTransaction", payload, tx_local_id=local_id)
@@ -173,7 +186,10 @@ class TransactionService:
         conn.begin_sample = sample
         log.info(
             "transaction %d started on connector %d for %s, meterStart=%.0f Wh",
-            local_id, conn.id, id_tag, sample.energy_wh,
+            local_id,
+            conn.id,
+            id_tag,
+            sample.energy_wh,
             extra={"fields": {"connector_id": conn.id, "tx_local_id": local_id}},
         )
         self._on_changed()
@@ -210,8 +226,13 @@ class TransactionService:
             self._outbox.enqueue("StopTransaction", payload, tx_local_id=tx.local_id)
         conn.tx = None
         log.info(
-            "transaction %d stopped on connector %d: reason %s, meterStop=%.0f Wh (%.0f Wh charged)",
-            tx.local_id, conn.id, reason, energy, energy - tx.meter_start_wh,
+            "transaction %d stopped on connector %d: reason %s, meterStop=%.0f Wh "
+            "(%.0f Wh charged)",
+            tx.local_id,
+            conn.id,
+            reason,
+            energy,
+            energy - tx.meter_start_wh,
             extra={"fields": {"connector_id": conn.id, "tx_local_id": tx.local_id}},
         )
         self._on_changed()
@@ -238,7 +259,10 @@ class TransactionService:
             )
         values.append(
             metering.meter_value(
-                sample, measurands, context="Transaction.End", timestamp=now,
+                sample,
+                measurands,
+                context="Transaction.End",
+                timestamp=now,
                 offered_current_a=conn.hw.pilot.offered_current_a,
             )
         )
@@ -288,7 +312,10 @@ class TransactionService:
                     conn.tx.invalid = True
                     log.warning(
                         "CSMS answered %s for %s on transaction %d (connector %d)",
-                        status, id_tag, tx_id, conn.id,
+                        status,
+                        id_tag,
+                        tx_id,
+                        conn.id,
                     )
                     asyncio.get_running_loop().call_soon(self._deauthorize, conn.id)
         self._on_changed()
@@ -309,4 +336,3 @@ class TransactionService:
 
     def restore_tx_energy(self, local_id: int) -> float:
         return self._last_energy(local_id)
-

@@ -11,7 +11,8 @@ pytestmark = pytest.mark.e2e
 
 def tx_messages(csms, cp_id="CP-TEST"):
     return [
-        r for r in csms.received
+        r
+        for r in csms.received
         if r.cp_id == cp_id and r.action in ("StartTransaction", "MeterValues", "StopTransaction")
     ]
 
@@ -28,7 +29,9 @@ async def test_plug_card_charge_card_unplug(rig, csms):
     (start,) = await csms.wait_for("StartTransaction")
     assert start.payload["idTag"] == "0A1B2C3D"
     assert start.payload["connectorId"] == 1
-    await rig.wait_status(lambda s: s["connectors"][0]["transaction_id"] == 1, what="transaction id")
+    await rig.wait_status(
+        lambda s: s["connectors"][0]["transaction_id"] == 1, what="transaction id"
+    )
     await asyncio.sleep(1.2)
     await rig.card("0A1B2C3D")
     c = await rig.wait_connector(1, "Finishing")
@@ -55,7 +58,8 @@ async def test_power_cut_mid_transaction_sends_powerloss_stop_once(make_rig, csm
     assert stop.payload["reason"] == "PowerLoss"
     assert stop.payload["transactionId"] == 1
     energies = [
-        float(v["value"]) for v in last_mv.payload["meterValue"][0]["sampledValue"]
+        float(v["value"])
+        for v in last_mv.payload["meterValue"][0]["sampledValue"]
         if v.get("measurand", "Energy.Active.Import.Register") == "Energy.Active.Import.Register"
     ]
     assert stop.payload["meterStop"] >= round(energies[-1])

@@ -176,7 +176,11 @@ async def test_the_register_continues_across_a_restart(tmp_path, clock):
     hw = open_mock_station(HardwareConfig(), tmp_path, connectors=2, monotonic=restarted)
     assert (await hw.connectors[0].meter.read()).energy_wh == pytest.approx(11040)
     assert (await hw.connectors[1].meter.read()).energy_wh == 0
-    await start_charging(hw, offer=16)
+    # The EV did not move while the daemon was down: still plugged, still asking.
+    assert hw.sim.snapshot()["connectors"][0]["plugged"] is True
+    assert hw.connectors[0].contactor.closed is False  # a new process starts open
+    hw.connectors[0].pilot.set_offered_current(16)
+    await hw.connectors[0].contactor.close()
     restarted.t += 1800
     assert (await hw.connectors[0].meter.read()).energy_wh == pytest.approx(16560)
     await hw.aclose()

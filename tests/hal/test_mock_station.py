@@ -224,3 +224,31 @@ def test_an_impossible_mock_config_is_refused(tmp_path, mock):
 def test_a_station_needs_a_connector(tmp_path):
     with pytest.raises(HardwareConfigError, match="at least 1 connector"):
         open_mock_station(HardwareConfig(), tmp_path, connectors=0)
+
+
+def test_the_ev_stays_plugged_across_a_daemon_restart(tmp_path):
+    from hal.config import HardwareConfig
+    from hal.interfaces import EvState
+    from hal.mock import open_mock_station
+
+    hw = open_mock_station(HardwareConfig(), tmp_path, connectors=2)
+    hw.sim.plug(2, ev_max_current_a=16, phases=1)
+    hw.sim.charge(2)
+    # no close: a kill -9 closes nothing
+    again = open_mock_station(HardwareConfig(), tmp_path, connectors=2)
+    snap = again.sim.snapshot()["connectors"]
+    assert snap[0]["plugged"] is False
+    assert snap[1]["plugged"] is True
+    assert snap[1]["wants_charge"] is True
+    assert snap[1]["ev_max_current_a"] == 16
+    assert snap[1]["phases"] == 1
+    import asyncio
+
+    assert asyncio.run(again.connectors[1].pilot.ev_state()) is EvState.B  # no PWM yet
+    again.sim.unplug(2)
+    assert (
+        open_mock_station(HardwareConfig(), tmp_path, connectors=2).sim.snapshot()["connectors"][1][
+            "plugged"
+        ]
+        is False
+    )
