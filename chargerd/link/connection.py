@@ -23,6 +23,7 @@ import random
 import ssl
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -31,7 +32,7 @@ from ocpp.messages import Call
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from chargerd.clock import Clock
+from chargerd.clock import Clock, iso
 from chargerd.link import frames
 from chargerd.link.backoff import reconnect_delay
 from chargerd.link.errors import CallErrorReceived, CallResultInvalid, CallTimeout, NotConnected
@@ -64,6 +65,8 @@ class Link:
     # once, a bounded number more wait, and beyond that the CSMS gets a CALLERROR.
     max_running_handlers = 8
     max_inbound_calls = 64
+    # With pings off, how often to look whether WebSocketPingInterval was switched on.
+    ping_recheck_s = 1.0
 
     def __init__(
         self,
@@ -116,6 +119,10 @@ class Link:
         self._wake = asyncio.Event()  # cuts a backoff short (unblock, close)
         self._loop_task: asyncio.Task | None = None
         self._failing = False  # a connect failure was logged at ERROR; quiet until success
+        self._skip_backoff = False  # unblocked: reconnect at once
+        self._failures = 0  # consecutive failed attempts, for status()
+        self._last_error: str | None = None
+        self._connected_at: datetime | None = None
 
     # -- wiring -------------------------------------------------------------------------
 
@@ -140,6 +147,17 @@ class Link:
     @property
     def url(self) -> str:
         return self._url
+
+    def status(self) -> dict[str, Any]:
+        """For `chargerctl status`: is the link up, since when, and why not."""
+        return {
+            "url": self._url,
+            "connected": self.connected,
+            "connected_since": iso(self._connected_at) if self._connected_at else None,
+            "blocked": self._blocked,
+            "failed_attempts": self._failures,
+            "last_error": self._last_error,
+        }
 
     async def wait_connected(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         async with asyncio.timeout(timeout):
@@ -188,6 +206,7 @@ class Link:
         reconnects at once, without waiting out the backoff.
         """
         self._blocked = blocked
+        self._skip_backoff = not blocked
         self._wake.set()
         if blocked and self._ws is not None:
             log.warning("network blocked: dropping the link to %s", self._url)
@@ -217,9 +236,14 @@ class Link:
             attempt += 1
             log.debug("reconnecting to %s in %.2f s", self._url, delay)
             await self._sleep_or_wake(delay)
+            if self._skip_backoff:
+                self._skip_backoff = False
+                attempt = 0
 
     async def _sleep_or_wake(self, seconds: float) -> None:
         self._wake.clear()
+        if self._skip_backoff or self._closing:
+            return
         sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
         waker = asyncio.ensure_future(self._wake.wait())
         try:
@@ -241,7 +265,7 @@ class Link:
                 proxy=None,
                 **({"ssl": self._ssl_context} if self._ssl_context is not None else {}),
             )
-        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+        except (OSError, EOFError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
             self._connect_failed(f"{type(exc).__name__}: {exc}")
             return None
         if ws.subprotocol != SUBPROTOCOL:
@@ -259,6 +283,9 @@ class Link:
         else:
             log.info("connected to %s", self._url)
         self._failing = False
+        self._failures = 0
+        self._last_error = None
+        self._connected_at = self._clock.now()
         started = self._clock.monotonic()
         self._ws = ws
         self._connected.set()
@@ -271,9 +298,9 @@ class Link:
             pinger.cancel()
             self._ws = None
             self._connected.clear()
+            self._connected_at = None
             self._fail_pending(NotConnected("link to the CSMS dropped while waiting"))
-            with contextlib.suppress(BaseException):
-                await pinger
+            await asyncio.wait({pinger})
         log.log(
             logging.INFO if self._closing else logging.WARNING,
             "link to %s closed (code %s %s)",
@@ -286,6 +313,8 @@ class Link:
         return self._clock.monotonic() - started
 
     def _connect_failed(self, reason: str) -> None:
+        self._failures += 1
+        self._last_error = reason
         if not self._failing:
             log.error("cannot connect to %s: %s", self._url, reason)
             self._failing = True
@@ -317,9 +346,9 @@ class Link:
         effect without reconnecting.
         """
         while True:
-            interval = self._ping_interval()
+            interval = self._ping_interval() or 0.0
             if interval <= 0:
-                await self._clock.sleep(1.0)
+                await self._clock.sleep(self.ping_recheck_s)
                 continue
             await self._clock.sleep(interval)
             try:
@@ -342,7 +371,10 @@ class Link:
             except ConnectionClosed:
                 return
             raw = bytes(data) if not isinstance(data, bytes) else data
-            await self._dispatch(ws, raw)
+            try:
+                await self._dispatch(ws, raw)
+            except Exception:  # a bug here must not take the link down
+                log.exception("failed to process an inbound frame")
 
     async def _dispatch(self, ws: ClientConnection, raw: bytes) -> None:
         """Parse and route one frame; only quick work here, so the loop never stalls."""

@@ -59,8 +59,8 @@ class Station:
 
     @after(Action.clear_cache)
     async def after_clear_cache(self) -> None:
-        assert self.link is not None
-        await self.link.call("Heartbeat", {})
+        if self.link is not None:
+            await self.link.call("Heartbeat", {})
 
 
 async def test_connects_to_url_plus_id_with_ocpp16(raw_csms, make_link):
@@ -339,8 +339,10 @@ async def test_dead_link_is_detected_by_ping(raw_csms, make_link, proxy_to):
     await link.wait_connected(2)
 
 
-async def test_blocked_drops_without_close_handshake_and_holds_down(connected, raw_csms):
-    link, conn = connected
+async def test_blocked_drops_without_close_handshake_and_holds_down(raw_csms, make_link):
+    link = make_link(raw_csms.url, backoff_base=5.0, backoff_cap=10.0)
+    conn = await raw_csms.accept()
+    await link.wait_connected(2)
     link.set_blocked(True)
     async with asyncio.timeout(2):
         await conn.closed.wait()
@@ -351,8 +353,37 @@ async def test_blocked_drops_without_close_handshake_and_holds_down(connected, r
     with pytest.raises(asyncio.TimeoutError):
         await raw_csms.accept(timeout=0.4)  # backoff would have retried by now
     link.set_blocked(False)
+    await raw_csms.accept(timeout=1)  # at once, not after the 5 s backoff
+    await link.wait_connected(1)
+    assert link.status()["blocked"] is False
+
+
+async def test_quick_unblock_skips_the_backoff(raw_csms, make_link):
+    link = make_link(raw_csms.url, backoff_base=5.0, backoff_cap=10.0)
+    await raw_csms.accept()
+    await link.wait_connected(2)
+    link.set_blocked(True)
+    link.set_blocked(False)
     await raw_csms.accept(timeout=1)
     await link.wait_connected(1)
+
+
+async def test_status_tells_why_it_is_offline(new_raw_csms, make_link):
+    csms = await new_raw_csms()
+    port = csms.port
+    await csms.stop()
+    link = make_link(f"ws://127.0.0.1:{port}/ocpp")
+    async with asyncio.timeout(2):
+        while link.status()["failed_attempts"] < 2:  # noqa: ASYNC110 (no event for a failure)
+            await asyncio.sleep(0.02)
+    status = link.status()
+    assert status["connected"] is False and status["connected_since"] is None
+    assert "ConnectionRefused" in status["last_error"]
+    await new_raw_csms(port=port)
+    await link.wait_connected(2)
+    status = link.status()
+    assert status["connected"] and status["last_error"] is None
+    assert status["connected_since"].endswith("Z")
 
 
 async def test_close_ends_run(raw_csms):
