@@ -290,6 +290,15 @@ class Daemon:
         self._stopping.set()
 
     async def shutdown(self) -> None:
+        # A clean stop (systemctl stop, reboot, reset) ends running sessions as "Reboot"
+        # rather than leaving them to look like a power loss at the next start.
+        for conn in self.supervisor.connectors.values():
+            if conn.tx is not None:
+                with contextlib.suppress(Exception):
+                    await self.supervisor.stop(conn, "Reboot")
+        deadline = self.clock.monotonic() + 2.0
+        while self.outbox.pending() and self.link.connected and self.clock.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -300,6 +309,24 @@ class Daemon:
             await self.link.close()
         self.store.close()
         log.info("chargerd stopped; contactors open, state saved")
+
+
+def check_ocpp_keys(cfg: Config) -> None:
+    """Validate the [ocpp] table against the declared keys, without touching the state dir."""
+    import tempfile
+
+    from chargerd.features import metering
+    from chargerd.features.configuration import ConfigurationService, declare_core_keys
+    from chargerd.store import Store
+
+    with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp) / "check.db") as store:
+        svc = ConfigurationService(store)
+        declare_core_keys(
+            svc,
+            connectors=cfg.station.connectors,
+            supported_measurands=metering.SUPPORTED_MEASURANDS,
+        )
+        svc.apply_initial(dict(cfg.ocpp))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -317,6 +344,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chargerd: {exc}", file=sys.stderr)
         return 2
     if args.check_config:
+        try:
+            check_ocpp_keys(cfg)
+        except ValueError as exc:
+            print(f"chargerd: {path}: {exc}", file=sys.stderr)
+            return 2
         print(f"{path}: configuration OK")
         return 0
     from chargerd.logs import setup_logging

@@ -66,23 +66,24 @@ class BootService:
         self.boot_sent_at: float | None = None  # monotonic, for the bench
         self._live: asyncio.Queue[tuple[str, dict]] = asyncio.Queue(maxsize=1000)
         self._connected_event = asyncio.Event()
+        self._disconnected_event = asyncio.Event()
         self._heartbeat_wake = asyncio.Event()
 
     # -- link events ------------------------------------------------------------------
 
     async def on_connect(self) -> None:
+        self._disconnected_event.clear()
         self._connected_event.set()
 
     async def on_disconnect(self) -> None:
         self._connected_event.clear()
-        self.registered.clear()
+        self._disconnected_event.set()
 
     async def ready(self) -> None:
         """Returns when the link is up and the CSMS has accepted the boot."""
-        while not (self._link.connected and self.registered.is_set()):
+        while not self.online():
             await self.registered.wait()
-            if not self._link.connected:
-                await asyncio.sleep(0.05)
+            await self._connected_event.wait()
 
     def online(self) -> bool:
         return bool(self._link.connected and self.registered.is_set())
@@ -90,16 +91,21 @@ class BootService:
     # -- boot loop ----------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Boot once per process run; after a reconnect, only re-send the statuses.
+
+        OCPP 1.6 sends BootNotification when the station (re)boots, not on every new
+        websocket: a reconnect keeps the registration, and the CSMS learns what changed
+        while it was away from the StatusNotifications sent right after.
+        """
         while True:
             await self._connected_event.wait()
-            if self.registered.is_set():
-                await asyncio.sleep(0.5)
-                continue
-            interval = await self._boot_once()
-            if self.registered.is_set():
-                self._resend_statuses()
-                continue
-            await self._sleep_or_disconnect(interval)
+            if not self.registered.is_set():
+                interval = await self._boot_once()
+                if not self.registered.is_set():
+                    await self._sleep_or_disconnect(interval)
+                    continue
+            self._resend_statuses()
+            await self._disconnected_event.wait()
 
     async def _boot_once(self) -> float:
         self.boot_sent_at = self._clock.monotonic()
@@ -128,13 +134,9 @@ class BootService:
 
     async def _sleep_or_disconnect(self, seconds: float) -> None:
         try:
-            await asyncio.wait_for(self._wait_disconnected(), timeout=seconds)
+            await asyncio.wait_for(self._disconnected_event.wait(), timeout=seconds)
         except TimeoutError:
             pass
-
-    async def _wait_disconnected(self) -> None:
-        while self._link.connected:
-            await asyncio.sleep(0.2)
 
     # -- heartbeat ----------------------------------------------------------------------
 
