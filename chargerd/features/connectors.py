@@ -422,4 +422,9 @@ class ConnectorSupervisor:
         for c in candidates:
             if c.authorization is None and not c.ev_state.plugged:
                 return c
+        # Last: a connector whose session just ended with the cable still in (Finishing);
+        # OCPP allows Finishing -> Preparing when the driver authorizes again.
+        for c in candidates:
+            if c.authorization is None and c.finishing:
+                return c
         return None
