@@ -127,7 +127,7 @@ class _Session(ChargePoint):
         self._csms._frame(self.id, "out", message)
         await self.ws.send(message)
 
-    async def take_response(self, unique_id: str, timeout: float) -> list:  # noqa: ASYNC109
+    async def take_response(self, unique_id: str, timeout: float) -> list:
         async with asyncio.timeout(timeout):
             while True:
                 queue = self.responses.get(unique_id)
@@ -306,7 +306,7 @@ class BenchCsms:
     def is_connected(self, cp_id: str) -> bool:
         return bool(self._sessions.get(cp_id))
 
-    async def wait_connected(self, cp_id: str, timeout: float = 10, count: int = 1) -> None:  # noqa: ASYNC109
+    async def wait_connected(self, cp_id: str, timeout: float = 10, count: int = 1) -> None:
         """Until the station is connected and has opened at least ``count`` connections."""
         async with asyncio.timeout(timeout):
             while not (self.is_connected(cp_id) and self.connections(cp_id) >= count):
@@ -316,7 +316,7 @@ class BenchCsms:
         self,
         action: str,
         predicate: Callable[[Record], bool] | None = None,
-        timeout: float = 10,  # noqa: ASYNC109
+        timeout: float = 10,
         count: int = 1,
     ) -> list[Record]:
         """Every received ``action`` CALL matching ``predicate``, once there are ``count``."""
@@ -381,7 +381,7 @@ class BenchCsms:
         cp_id: str,
         action: str,
         payload: dict[str, Any],
-        timeout: float = 10,  # noqa: ASYNC109
+        timeout: float = 10,
     ) -> dict[str, Any]:
         """Send a CALL (camelCase payload, not validated: a test may send nonsense on purpose)."""
         session = self._session(cp_id)
@@ -396,7 +396,7 @@ class BenchCsms:
     async def send_raw(self, cp_id: str, text: str) -> None:
         await self._session(cp_id)._send(text)
 
-    async def recv_raw_response(self, cp_id: str, unique_id: str, timeout: float = 5) -> list:  # noqa: ASYNC109
+    async def recv_raw_response(self, cp_id: str, unique_id: str, timeout: float = 5) -> list:
         """The station's next CALLRESULT/CALLERROR frame for ``unique_id`` (even "-1")."""
         return await self._session(cp_id).take_response(unique_id, timeout)
 

@@ -159,7 +159,7 @@ class Link:
             "last_error": self._last_error,
         }
 
-    async def wait_connected(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+    async def wait_connected(self, timeout: float | None = None) -> None:
         async with asyncio.timeout(timeout):
             await self._connected.wait()
 
@@ -473,7 +473,7 @@ class Link:
         action: str,
         payload: dict[str, Any],
         *,
-        timeout: float | None = None,  # noqa: ASYNC109 (per-call override of call_timeout)
+        timeout: float | None = None,
     ) -> dict[str, Any]:
         """Send a CALL (camelCase payload) and return its CALLRESULT payload.
 

@@ -278,11 +278,11 @@ async def test_refuses_to_start_when_a_live_daemon_answers(server: ControlServer
 
 
 async def test_refuses_to_replace_a_file_that_is_not_a_socket(sock_path: Path) -> None:
-    sock_path.write_text("precious")  # noqa: ASYNC240 - a test's file check
+    sock_path.write_text("precious")
     srv = ControlServer(sock_path, handlers=HANDLERS, streams={})
     with pytest.raises(FileExistsError):
         await srv.start()
-    assert sock_path.read_text() == "precious"  # noqa: ASYNC240 - a test's file check
+    assert sock_path.read_text() == "precious"
 
 
 async def test_close_drops_clients_and_removes_only_its_own_socket(sock_path: Path) -> None:
@@ -291,17 +291,17 @@ async def test_close_drops_clients_and_removes_only_its_own_socket(sock_path: Pa
     conn = await Conn.open(sock_path)
     assert (await conn.ask({"cmd": "status"}))["ok"] is True
     # somebody else takes the path over meanwhile
-    sock_path.unlink()  # noqa: ASYNC240 - a test's file check
+    sock_path.unlink()
     second = ControlServer(sock_path, handlers=HANDLERS, streams={})
     await second.start()
     await first.close()
     assert await conn.at_eof()
-    assert sock_path.exists()  # noqa: ASYNC240 - a test's file check
+    assert sock_path.exists()
     conn2 = await Conn.open(sock_path)
     assert (await conn2.ask({"cmd": "status"}))["ok"] is True
     await conn2.close()
     await second.close()
-    assert not sock_path.exists()  # noqa: ASYNC240 - a test's file check
+    assert not sock_path.exists()
 
 
 def test_a_command_cannot_be_both_plain_and_streaming(sock_path: Path) -> None:

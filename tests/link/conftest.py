@@ -31,16 +31,16 @@ class RawConn:
     async def send(self, frame: list | str) -> None:
         await self.ws.send(frame if isinstance(frame, str) else json.dumps(frame))
 
-    async def recv(self, timeout: float = 2.0) -> list:  # noqa: ASYNC109
+    async def recv(self, timeout: float = 2.0) -> list:
         async with asyncio.timeout(timeout):
             return json.loads(await self.inbox.get())
 
-    async def expect_call(self, action: str, timeout: float = 2.0) -> list:  # noqa: ASYNC109
+    async def expect_call(self, action: str, timeout: float = 2.0) -> list:
         frame = await self.recv(timeout)
         assert frame[0] == 2 and frame[2] == action, frame
         return frame
 
-    async def response_to(self, unique_id: str, timeout: float = 2.0) -> list:  # noqa: ASYNC109
+    async def response_to(self, unique_id: str, timeout: float = 2.0) -> list:
         """The next CALLRESULT/CALLERROR for ``unique_id``; other frames are skipped."""
         async with asyncio.timeout(timeout):
             while True:
@@ -88,7 +88,7 @@ class RawCsms:
         finally:
             conn.closed.set()
 
-    async def accept(self, timeout: float = 2.0) -> RawConn:  # noqa: ASYNC109
+    async def accept(self, timeout: float = 2.0) -> RawConn:
         async with asyncio.timeout(timeout):
             return await self.accepted.get()
 

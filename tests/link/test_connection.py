@@ -374,7 +374,7 @@ async def test_status_tells_why_it_is_offline(new_raw_csms, make_link):
     await csms.stop()
     link = make_link(f"ws://127.0.0.1:{port}/ocpp")
     async with asyncio.timeout(2):
-        while link.status()["failed_attempts"] < 2:  # noqa: ASYNC110 (no event for a failure)
+        while link.status()["failed_attempts"] < 2:
             await asyncio.sleep(0.02)
     status = link.status()
     assert status["connected"] is False and status["connected_since"] is None
