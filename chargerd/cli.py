@@ -329,6 +329,10 @@ def cmd_meter(ns: argparse.Namespace) -> int:
 def cmd_selftest(ns: argparse.Namespace) -> int:
     with _client(ns) as client:
         report = client.call("selftest", {"device": ns.device, "connector": ns.connector})
+    passed = report.get("passed") is True
+    if ns.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK if passed else EXIT_FAILED
     where = "" if ns.connector is None else f", connector {ns.connector}"
     print(f"selftest {report.get('device', ns.device)}{where}")
     for step in _as_list(report.get("steps")):
@@ -478,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("selftest", help="exercise one device and report each step")
     s.add_argument("device", choices=["contactor", "lock", "led", "reader", "meter"])
     s.add_argument("--connector", type=int, metavar="N")
+    s.add_argument("--json", action="store_true", help="print the report as JSON")
     s.set_defaults(func=cmd_selftest)
 
     s = sub.add_parser(

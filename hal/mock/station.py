@@ -69,6 +69,8 @@ class MockConnector:
 class MockStation:
     """Bench controls of the simulated station.  Connectors are numbered from 1."""
 
+    FAULT_NAMES = FAULT_NAMES
+
     def __init__(
         self,
         connectors: list[MockConnector],

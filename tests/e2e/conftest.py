@@ -44,4 +44,9 @@ async def make_rig(tmp_path, csms):
 
 @pytest.fixture
 async def rig(make_rig):
-    return await make_rig()
+    """A started station, registered with the CSMS (a card before that would be offline)."""
+    station = await make_rig()
+    await station.wait_status(
+        lambda s: s["ocpp"]["registration"] == "Accepted", timeout=15, what="registration"
+    )
+    return station
