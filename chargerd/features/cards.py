@@ -14,7 +14,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from chargerd.features.authz import may_stop
-from chargerd.features.connectors import Authorization, ConnectorSupervisor
+from chargerd.features.connectors import ConnectorSupervisor
 
 if TYPE_CHECKING:
     from chargerd.clock import Clock
@@ -99,14 +99,6 @@ class CardService:
         target = self._sup.first_free()
         if target is None:
             return "no connector free"
-        timeout = int(self._config.get("ConnectionTimeOut") or 0)
-        self._sup.authorize(
-            target,
-            Authorization(
-                id_tag=uid,
-                parent_id_tag=info.parent_id_tag,
-                deadline=self._clock.monotonic() + (timeout if timeout > 0 else 1e9),
-            ),
-        )
+        self._sup.grant(target, id_tag=uid, parent_id_tag=info.parent_id_tag)
         log.info("card %s accepted for connector %d", uid, target.id)
         return f"authorized on connector {target.id}"

@@ -366,6 +366,19 @@ class ConnectorSupervisor:
         conn.finishing = False
         self.poke()
 
+    def grant(
+        self,
+        conn: ConnectorRuntime,
+        *,
+        id_tag: str,
+        parent_id_tag: str | None,
+        remote: bool = False,
+    ) -> None:
+        """Hand an accepted idTag to a connector for ConnectionTimeOut seconds (0: no limit)."""
+        timeout = int(self._config.get("ConnectionTimeOut") or 0)
+        deadline = self._clock.monotonic() + (timeout if timeout > 0 else 1e9)
+        self.authorize(conn, Authorization(id_tag, parent_id_tag, deadline, remote=remote))
+
     def _on_invalid_id(self, connector_id: int) -> None:
         conn = self.connectors.get(connector_id)
         if conn is None or conn.tx is None:

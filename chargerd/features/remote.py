@@ -22,7 +22,7 @@ from ocpp.v16.enums import (
     UnlockStatus,
 )
 
-from chargerd.features.connectors import Authorization, ConnectorSupervisor
+from chargerd.features.connectors import ConnectorSupervisor
 
 if TYPE_CHECKING:
     from chargerd.clock import Clock
@@ -83,16 +83,7 @@ class RemoteService:
 
     def _grant(self, conn_id: int, id_tag: str, parent: str | None) -> None:
         conn = self._sup.connectors[conn_id]
-        timeout = int(self._config.get("ConnectionTimeOut") or 0)
-        self._sup.authorize(
-            conn,
-            Authorization(
-                id_tag=id_tag,
-                parent_id_tag=parent,
-                deadline=self._clock.monotonic() + (timeout if timeout > 0 else 1e9),
-                remote=True,
-            ),
-        )
+        self._sup.grant(conn, id_tag=id_tag, parent_id_tag=parent, remote=True)
         log.info("remote start: %s authorized on connector %d", id_tag, conn_id)
 
     # -- RemoteStopTransaction ----------------------------------------------------------
