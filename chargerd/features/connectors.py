@@ -170,6 +170,10 @@ class ConnectorSupervisor:
             elif ev.plugged and not prev.plugged:
                 log.info("connector %d: EV plugged (state %s)", conn.id, ev.value)
                 conn.finishing = False
+                if conn.tx is not None:
+                    # A transaction kept across an EV-side unplug: energy may flow again,
+                    # within what the cable now plugged in carries.
+                    await self._offer(conn)
             if conn.tx is None and conn.authorization is not None:
                 if self._clock.monotonic() > conn.authorization.deadline:
                     log.info(
@@ -255,8 +259,8 @@ class ConnectorSupervisor:
             if self._config.get("StopTransactionOnEVSideDisconnect"):
                 await self._stop(conn, "EVDisconnected", unplugged=True)
             else:
-                # The transaction stays open, suspended, until the same card or the CSMS ends it.
-                conn.hw.pilot.set_offered_current(None)
+                # The transaction stays open (SuspendedEV) until the same card or the CSMS
+                # ends it; the offer stands so that the EV may charge again when it is back.
                 await self._force_open(conn)
         if conn.tx is None and conn.hw.lock is not None and conn.hw.lock.locked:
             if self._config.get("UnlockConnectorOnEVSideDisconnect"):
@@ -297,12 +301,16 @@ class ConnectorSupervisor:
                 await self._unlock(conn)
             return False
         conn.authorization = None
+        await self._offer(conn)
+        return True
+
+    async def _offer(self, conn: ConnectorRuntime) -> None:
+        """Offer the EV the most the station and the plugged cable allow (PWM on)."""
         try:
-            cable = await hw.pilot.cable_capacity_a()
+            cable = await conn.hw.pilot.cable_capacity_a()
         except HardwareError:
             cable = None
-        hw.pilot.set_offered_current(self.offered_current(conn, cable))
-        return True
+        conn.hw.pilot.set_offered_current(self.offered_current(conn, cable))
 
     async def stop(self, conn: ConnectorRuntime, reason: str, *, id_tag: str | None = None) -> None:
         """Stop a running transaction (card, remote, reset, unlock...)."""
