@@ -298,9 +298,13 @@ class TransactionService:
         tx_id = int(result["transactionId"])
         info = result.get("idTagInfo") or {}
         status = info.get("status", "Accepted")
+        # The CSMS's word on the parent: a transaction started remotely or offline never
+        # had an Authorize.conf to learn it from, and a sibling card must still stop it.
+        parent = info.get("parentIdTag") or None
         self._store.execute(
-            "UPDATE transactions SET transaction_id = ?, id_tag_status = ? WHERE local_id = ?",
-            (tx_id, status, msg.tx_local_id),
+            "UPDATE transactions SET transaction_id = ?, id_tag_status = ?, "
+            "parent_id_tag = COALESCE(?, parent_id_tag) WHERE local_id = ?",
+            (tx_id, status, parent, msg.tx_local_id),
         )
         id_tag = msg.payload.get("idTag")
         if id_tag and info:
@@ -308,6 +312,8 @@ class TransactionService:
         for conn in self.connectors.values():
             if conn.tx is not None and conn.tx.local_id == msg.tx_local_id:
                 conn.tx.transaction_id = tx_id
+                if parent is not None:
+                    conn.tx.parent_id_tag = parent
                 if status != "Accepted":
                     conn.tx.invalid = True
                     log.warning(
