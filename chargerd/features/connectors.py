@@ -80,6 +80,7 @@ class ConnectorRuntime:
     scheduled_operative: bool | None = None  # applied when the transaction ends
     reserved: bool = False
     authorization: Authorization | None = None
+    held: bool = False  # claimed by a remote start whose Authorize is still under way
     tx: ActiveTx | None = None
     begin_sample: MeterSample | None = None
     finishing: bool = False
@@ -427,12 +428,19 @@ class ConnectorSupervisor:
         """The connector a new authorization goes to: the given one, or a plugged idle one first."""
         if connector_id:
             conn = self.connectors.get(connector_id)
-            ok = conn and conn.tx is None and conn.operative and self.station_operative
+            ok = (
+                conn
+                and conn.tx is None
+                and not conn.held
+                and conn.operative
+                and self.station_operative
+            )
             return conn if ok else None
         candidates = [
             c
             for c in self.connectors.values()
             if c.tx is None
+            and not c.held
             and c.operative
             and self.station_operative
             and not (c.faults & UNSAFE_FAULTS)

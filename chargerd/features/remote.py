@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -49,7 +50,9 @@ class RemoteService:
         self._clock = clock
         self._online = online
         self._restart = restart
-        self._pending_remote: dict[str, int] = {}
+        # Connectors held for remote starts waiting on their Authorize.conf, per idTag in
+        # the order the CSMS asked (AuthorizeRemoteTxRequests=true).
+        self._pending_remote: dict[str, deque[int]] = {}
 
     # -- RemoteStartTransaction ---------------------------------------------------------
 
@@ -61,10 +64,12 @@ class RemoteService:
         if conn is None or conn.authorization is not None:
             log.info("RemoteStartTransaction for %s rejected: no free connector", id_tag)
             return call_result.RemoteStartTransaction(status=RemoteStartStopStatus.rejected)
-        self._pending_remote[id_tag] = conn.id
-        if not self._config.get("AuthorizeRemoteTxRequests"):
-            # Claim the connector now, before the answer goes out, so that a second
-            # RemoteStart arriving in the same instant is refused.
+        # Claim the connector now, before the answer goes out, so that a second
+        # RemoteStart (or a card) arriving in the same instant does not get it too.
+        if self._config.get("AuthorizeRemoteTxRequests"):
+            conn.held = True
+            self._pending_remote.setdefault(id_tag, deque()).append(conn.id)
+        else:
             self._grant(conn.id, id_tag, None)
         return call_result.RemoteStartTransaction(status=RemoteStartStopStatus.accepted)
 
@@ -72,12 +77,19 @@ class RemoteService:
     async def _remote_start_after(
         self, id_tag: str, connector_id: int | None = None, charging_profile=None
     ) -> None:
-        conn_id = self._pending_remote.pop(id_tag, None)
-        if conn_id is None or not self._config.get("AuthorizeRemoteTxRequests"):
+        waiting = self._pending_remote.get(id_tag)
+        if not waiting:
             return
-        info = await self._authorizer.authorize(id_tag, online=self._online())
+        conn_id = waiting.popleft()
+        if not waiting:
+            del self._pending_remote[id_tag]
+        try:
+            info = await self._authorizer.authorize(id_tag, online=self._online())
+        finally:
+            self._sup.connectors[conn_id].held = False
         if info.status != "Accepted":
             log.warning("remote start for %s: Authorize answered %s", id_tag, info.status)
+            self._sup.poke()
             return
         self._grant(conn_id, id_tag, info.parent_id_tag)
 
