@@ -50,3 +50,54 @@ async def rig(make_rig):
         lambda s: s["ocpp"]["registration"] == "Accepted", timeout=15, what="registration"
     )
     return station
+
+
+# -- OCA-style helpers: a registered station, a running charging session ------------------
+
+
+@pytest.fixture
+def make_registered_rig(make_rig):
+    """make_registered_rig(**kw) -> a started StationRig whose boot the CSMS has accepted.
+
+    A card presented before the registration is judged by the offline rules, so
+    tests that start sessions wait for it first.
+    """
+
+    async def make(**kw) -> StationRig:
+        station = await make_rig(**kw)
+        await station.wait_status(
+            lambda s: s["ocpp"]["registration"] == "Accepted", timeout=15, what="registration"
+        )
+        return station
+
+    return make
+
+
+@pytest.fixture
+def start_charging(csms):
+    """start_charging(rig, card=..., connector=1) -> the StartTransaction record.
+
+    The driver's way in: plug, card, the EV asks for energy; returns once the
+    station charges and knows the CSMS's transactionId.
+    """
+
+    async def start(rig: StationRig, card: str = "0A1B2C3D", connector: int = 1):
+        def mine(r) -> bool:
+            return r.cp_id == rig.charge_point_id and r.payload.get("connectorId") == connector
+
+        before = len([r for r in csms.received if r.action == "StartTransaction" and mine(r)])
+        await rig.plug(connector)
+        await rig.wait_connector(connector, "Preparing")
+        await rig.card(card)
+        await rig.charge(connector)
+        starts = await csms.wait_for("StartTransaction", predicate=mine, count=before + 1)
+        await rig.wait_status(
+            lambda s: (
+                s["connectors"][connector - 1]["status"] == "Charging"
+                and s["connectors"][connector - 1]["transaction_id"] is not None
+            ),
+            what=f"connector {connector} charging with a transactionId",
+        )
+        return starts[before]
+
+    return start
