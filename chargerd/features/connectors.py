@@ -166,9 +166,12 @@ class ConnectorSupervisor:
             )
             conn.faults = frozenset(faults)
             prev, conn.ev_state = conn.ev_state, ev
-            if prev.plugged and not ev.plugged:
+            # E/F is an error with the cable still in (the EV gone reads A): it suspends a
+            # transaction (SuspendedEV), it does not end it as EVDisconnected.
+            was_in, now_in = prev is not EvState.A, ev is not EvState.A
+            if was_in and not now_in:
                 await self._unplugged(conn)
-            elif ev.plugged and not prev.plugged:
+            elif now_in and not was_in:
                 log.info("connector %d: EV plugged (state %s)", conn.id, ev.value)
                 conn.finishing = False
                 if conn.tx is not None:
@@ -434,6 +437,7 @@ class ConnectorSupervisor:
                 and not conn.held
                 and conn.operative
                 and self.station_operative
+                and not (conn.faults & UNSAFE_FAULTS)
             )
             return conn if ok else None
         candidates = [
