@@ -268,3 +268,18 @@ async def test_two_remote_starts_for_one_connector_one_is_rejected(
     (start,) = await csms.wait_for("StartTransaction")
     assert start.payload["idTag"] == winner
     await rig.wait_connector(1, "Charging")
+
+
+@pytest.mark.parametrize("fault", ["lock_jammed", "contactor_welded"])
+async def test_remote_start_on_a_faulted_connector_is_rejected(rig, csms, fault):
+    await rig.fault(fault, True, connector=1)
+    if fault == "contactor_welded":
+        # A weld shows itself at the next closing: the self-test closes and opens it.
+        await rig.ctl("selftest", device="contactor", connector=1)
+    await rig.plug(1)
+    await rig.charge(1)
+    await rig.wait_connector(1, "Faulted")
+    answer = await csms.call(CP, "RemoteStartTransaction", {"idTag": APP_USER, "connectorId": 1})
+    assert answer == {"status": "Rejected"}
+    await asyncio.sleep(0.3)
+    assert not sent(csms, "StartTransaction")
