@@ -178,6 +178,8 @@ class ConnectorSupervisor:
                     # A transaction kept across an EV-side unplug: energy may flow again,
                     # within what the cable now plugged in carries.
                     await self._offer(conn)
+                elif conn.authorization is None:
+                    self._take_waiting_card(conn)
             if conn.tx is None and conn.authorization is not None:
                 if self._clock.monotonic() > conn.authorization.deadline:
                     log.info(
@@ -372,6 +374,32 @@ class ConnectorSupervisor:
             return None
         async with conn.busy:
             return await self._unlock(conn)
+
+    def _take_waiting_card(self, conn: ConnectorRuntime) -> None:
+        """A card presented before the EV was plugged goes to the socket the EV is plugged into.
+
+        The reader is shared, so the card was parked on the first idle connector; a
+        driver who then plugs into another socket expects the session there.  Remote
+        starts and reservations stay where the CSMS put them.
+        """
+        if conn.held or not (conn.operative and self.station_operative):
+            return
+        if conn.faults & UNSAFE_FAULTS:
+            return
+        for other in self.connectors.values():
+            auth = other.authorization
+            if other is conn or auth is None or auth.remote or auth.reservation_id is not None:
+                continue
+            if other.tx is None and not other.ev_state.plugged:
+                conn.authorization, other.authorization = auth, None
+                log.info(
+                    "connector %d: %s, authorized on connector %d, plugged in here",
+                    conn.id,
+                    auth.id_tag,
+                    other.id,
+                )
+                self.poke()
+                return
 
     def authorize(self, conn: ConnectorRuntime, auth: Authorization) -> None:
         conn.authorization = auth
