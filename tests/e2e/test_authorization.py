@@ -342,3 +342,19 @@ async def test_a_sibling_card_stops_a_transaction_started_offline(make_registere
     await rig.card(SIBLING)
     (stop,) = await csms.wait_for("StopTransaction")
     assert stop.payload["idTag"] == SIBLING
+
+
+async def test_card_first_then_the_ev_in_another_socket(make_registered_rig, csms):
+    """One reader, two sockets: the card waits on the first, the driver plugs into the second."""
+    rig = await make_registered_rig(connectors=2)
+    await rig.card(CARD)
+    await csms.wait_for("Authorize")
+    await rig.wait_status(lambda s: [c["status"] for c in s["connectors"]].count("Preparing") == 1)
+    await rig.plug(2)
+    await rig.charge(2)
+    await rig.wait_connector(2, "Charging")
+    (start,) = await csms.wait_for("StartTransaction")
+    assert start.payload["connectorId"] == 2 and start.payload["idTag"] == CARD
+    # The other socket is free again, not held for a driver who is already charging.
+    c = await rig.wait_connector(1, "Available")
+    assert c["id_tag"] is None
