@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from chargerd.clock import Clock, iso
 from hal.interfaces import MeterSample
@@ -114,13 +114,15 @@ def parse_measurands(csl: str) -> list[str]:
 
 
 def next_aligned(now: datetime, interval_s: int) -> datetime:
-    """The next clock-aligned instant after ``now``: multiples of the interval since midnight."""
+    """The next clock-aligned instant after ``now``: multiples of the interval since midnight.
+
+    OCPP counts the intervals per day, starting at 00:00:00: an interval that does not
+    divide a day (7 h: 00, 07, 14, 21) starts again at the next midnight, not at 04:00.
+    """
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     elapsed = (now - midnight).total_seconds()
     steps = int(elapsed // interval_s) + 1
-    from datetime import timedelta
-
-    return midnight + timedelta(seconds=steps * interval_s)
+    return min(midnight + timedelta(seconds=steps * interval_s), midnight + timedelta(days=1))
 
 
 class PeriodicTask:
