@@ -225,6 +225,10 @@ class MeterSampler:
         self._aligned_wake.set()
 
     async def aligned_loop(self) -> None:
+        # The wait runs on the monotonic clock; when it ends the wall clock may still be
+        # before the instant waited for (set back by a Heartbeat's currentTime, NTP
+        # slewing), and that instant must not be sampled a second time.
+        last: datetime | None = None
         while True:
             interval = int(self._config.get("ClockAlignedDataInterval") or 0)
             self._aligned_wake.clear()
@@ -232,12 +236,15 @@ class MeterSampler:
                 await self._aligned_wake.wait()
                 continue
             now = self._clock.now()
-            wait = (next_aligned(now, interval) - now).total_seconds()
+            recent = last is not None and now < last < now + timedelta(seconds=interval)
+            target = next_aligned(last if recent else now, interval)
+            wait = (target - now).total_seconds()
             try:
                 await asyncio.wait_for(self._aligned_wake.wait(), timeout=wait)
                 continue
             except TimeoutError:
                 pass
+            last = target
             try:
                 await self.aligned()
             except asyncio.CancelledError:
