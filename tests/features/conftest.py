@@ -111,6 +111,11 @@ def make_outbox(store: Store, clock, config: ConfigurationService) -> Outbox:
 
 
 @pytest.fixture
+def outbox(store, clock, config) -> Outbox:
+    return make_outbox(store, clock, config)
+
+
+@pytest.fixture
 def link() -> FakeLink:
     return FakeLink()
 
