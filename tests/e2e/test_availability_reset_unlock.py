@@ -198,6 +198,28 @@ async def test_unavailable_survives_a_restart(rig, csms):
     await rig.wait_connector(1, "Available")
 
 
+async def test_an_inoperative_station_stays_so_after_a_restart(make_registered_rig, csms):
+    rig = await make_registered_rig(connectors=2)
+    assert await change(csms, 0, "Inoperative") == "Accepted"
+    await status_sent(csms, 0, "Unavailable")
+    assert await rig.stop() == 0
+    await rig.start()
+    (_, boot) = await csms.wait_for("BootNotification", count=2)
+    await rig.wait_status(lambda s: s["ocpp"]["registration"] == "Accepted", what="registration")
+    for connector in (0, 1, 2):
+        await csms.wait_for(
+            "StatusNotification",
+            predicate=lambda r, c=connector: r.payload["connectorId"] == c and r.time >= boot.time,
+        )
+    after_boot = {
+        r.payload["connectorId"]: r.payload["status"]
+        for r in sent(csms, "StatusNotification")
+        if r.time >= boot.time
+    }
+    assert after_boot == {0: "Unavailable", 1: "Unavailable", 2: "Unavailable"}
+    assert (await rig.status())["station"]["operative"] is False
+
+
 async def test_change_availability_of_an_unknown_connector_is_rejected(rig, csms):
     assert await change(csms, 5, "Inoperative") == "Rejected"
     assert (await rig.connector(1))["status"] == "Available"

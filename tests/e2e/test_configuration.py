@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from itertools import pairwise
 
 import pytest
@@ -112,6 +113,15 @@ async def test_get_specific_and_unknown_keys(rig, csms):
     assert answer["unknownKey"] == ["NoSuchKey"]
 
 
+async def test_an_empty_key_list_is_all_keys(rig, csms):
+    answer = await get(csms, *[])
+    listed = await csms.call(CP, "GetConfiguration", {"key": []})
+    assert {e["key"] for e in listed["configurationKey"]} == {
+        e["key"] for e in answer["configurationKey"]
+    }
+    assert set(CORE_KEYS) <= {e["key"] for e in listed["configurationKey"]}
+
+
 async def test_get_only_unknown_keys(rig, csms):
     answer = await get(csms, "Foo", "Bar")
     assert not answer.get("configurationKey")
@@ -163,6 +173,16 @@ async def test_heartbeat_interval_change_takes_effect_at_once(rig, csms):
     beats = await csms.wait_for("Heartbeat", count=3, timeout=6)
     gaps = [(b.time - a.time).total_seconds() for a, b in pairwise(beats)]
     assert all(gap >= 0.8 for gap in gaps), gaps
+
+
+async def test_heartbeat_interval_zero_stops_the_heartbeat(rig, csms):
+    assert await change(csms, "HeartbeatInterval", "1") == "Accepted"
+    await csms.wait_for("Heartbeat", timeout=4)
+    assert await change(csms, "HeartbeatInterval", "0") == "Accepted"
+    seen = len([r for r in csms.received if r.action == "Heartbeat"])
+    await asyncio.sleep(2.2)
+    # One may have been on its way when the change came; no more after that.
+    assert len([r for r in csms.received if r.action == "Heartbeat"]) <= seen + 1
 
 
 async def test_meter_value_sample_interval_change_takes_effect_during_a_transaction(

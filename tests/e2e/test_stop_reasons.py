@@ -11,6 +11,8 @@ import asyncio
 
 import pytest
 
+from chargerd.clock import parse_iso
+
 pytestmark = pytest.mark.e2e
 
 CP = "CP-TEST"
@@ -32,6 +34,7 @@ async def the_stop(csms, start, reason: str, *, timeout: float = 10):
     (stop,) = await csms.wait_for("StopTransaction", timeout=timeout)
     assert stop.payload["reason"] == reason
     assert stop.payload["meterStop"] >= start.payload["meterStart"]
+    assert parse_iso(stop.payload["timestamp"]) >= parse_iso(start.payload["timestamp"])
     starts = sent(csms, "StartTransaction")
     assert len(starts) == 1 and starts[0] is start
     return stop
@@ -98,6 +101,31 @@ async def test_ev_side_disconnect_suspends_when_configured_not_to_stop(
     await the_stop(csms, start, "Local")
     c = await rig.wait_connector(1, "Available")
     assert c["transaction_id"] is None
+
+
+async def test_remote_stop_while_the_ev_is_away(make_registered_rig, csms, start_charging):
+    """TC_005_3: the transaction kept after an EV-side unplug ends by RemoteStopTransaction."""
+    rig = await make_registered_rig(
+        ocpp={
+            "StopTransactionOnEVSideDisconnect": False,
+            "UnlockConnectorOnEVSideDisconnect": False,
+        }
+    )
+    start = await start_charging(rig)
+    await rig.unplug(1)
+    await csms.wait_for(
+        "StatusNotification",
+        predicate=lambda r: r.payload["connectorId"] == 1 and r.payload["status"] == "SuspendedEV",
+    )
+    assert await csms.call(CP, "RemoteStopTransaction", {"transactionId": 1}) == {
+        "status": "Accepted"
+    }
+    await the_stop(csms, start, "Remote")
+    await csms.wait_for(
+        "StatusNotification",
+        predicate=lambda r: r.payload["connectorId"] == 1 and r.payload["status"] == "Available",
+        count=2,
+    )
 
 
 async def test_ev_side_disconnect_without_stop_resumes_when_the_ev_is_back(
@@ -193,3 +221,25 @@ async def test_a_stop_is_delivered_once_even_when_the_answer_is_slow(
     await rig.wait_status(lambda s: s["ocpp"]["outbox_pending"] == 0, what="outbox drained")
     await asyncio.sleep(0.6)
     assert len(sent(csms, "StopTransaction")) == 1
+
+
+async def test_hard_reset_stops_every_transaction(make_registered_rig, csms, start_charging):
+    csms.cards["11223344"] = "Accepted"
+    rig = await make_registered_rig(connectors=2)
+    starts = [
+        await start_charging(rig, connector=1),
+        await start_charging(rig, card="11223344", connector=2),
+    ]
+    assert await csms.call(CP, "Reset", {"type": "Hard"}) == {"status": "Accepted"}
+    stops = await csms.wait_for("StopTransaction", count=2)
+    assert [s.payload["reason"] for s in stops] == ["HardReset", "HardReset"]
+    by_tx = {s.payload["transactionId"]: s for s in stops}
+    assert sorted(by_tx) == [1, 2]
+    for tx_id, start in zip((1, 2), starts, strict=True):
+        assert by_tx[tx_id].payload["meterStop"] >= start.payload["meterStart"]
+        assert by_tx[tx_id].payload["idTag"] == start.payload["idTag"]
+    await csms.wait_for("BootNotification", count=2, timeout=15)
+    await rig.wait_status(
+        lambda s: s["ocpp"]["registration"] == "Accepted", timeout=15, what="registration"
+    )
+    assert len(sent(csms, "StopTransaction")) == 2
