@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING
 from chargerd.clock import Clock, iso, parse_iso
 from chargerd.features import metering
 from chargerd.features.outbox import Outbox, OutboxMessage
-from chargerd.store import Store
+from chargerd.store import Store, StoreError
 from hal.interfaces import MeterSample
 
 if TYPE_CHECKING:
@@ -179,7 +180,10 @@ class TransactionService:
                 )
                 local_id = int(cur.lastrowid)
                 self._outbox.enqueue("StartTransaction", payload, tx_local_id=local_id)
-        except OSError as exc:  # StoreFullError is an OSError: refuse, corrupt nothing
+        except (OSError, StoreError, sqlite3.Error) as exc:
+            # A full disk (StoreFullError is an OSError) or a failing one (SQLITE_IOERR):
+            # refuse, corrupt nothing.  Raised on, the supervisor would retry and log the
+            # same failure on every pass until ConnectionTimeOut.
             raise TransactionRefused(f"cannot record the transaction: {exc}") from exc
         tx = ActiveTx(local_id, id_tag, parent_id_tag, sample.energy_wh, now)
         conn.tx = tx
