@@ -358,3 +358,41 @@ async def test_card_first_then_the_ev_in_another_socket(make_registered_rig, csm
     # The other socket is free again, not held for a driver who is already charging.
     c = await rig.wait_connector(1, "Available")
     assert c["id_tag"] is None
+
+
+@pytest.mark.parametrize(
+    ("cached", "local_authorize_offline", "starts"),
+    [
+        ("Invalid", True, False),  # a card the station knows to be refused stays refused
+        ("Blocked", True, False),
+        ("Accepted", False, False),  # known, but local authorization offline is off
+        ("Accepted", True, True),
+    ],
+)
+async def test_offline_rules_for_a_cached_card(
+    make_registered_rig, csms, cached, local_authorize_offline, starts
+):
+    """TC_037_3 and its siblings: AllowOfflineTxForUnknownId=true never lets these through."""
+    csms.cards[CARD] = cached
+    rig = await make_registered_rig(
+        ocpp={
+            "LocalAuthorizeOffline": local_authorize_offline,
+            "AllowOfflineTxForUnknownId": False if cached == "Accepted" else True,
+            "AuthorizationCacheEnabled": True,
+        }
+    )
+    await rig.card(CARD)  # online: the CSMS's answer goes into the cache
+    await csms.wait_for("Authorize")
+    if cached == "Accepted":
+        await rig.wait_connector(1, "Preparing")
+        await rig.card(CARD)
+    await rig.wait_connector(1, "Available")
+    await go_offline(rig)
+    await rig.plug(1)
+    await rig.charge(1)
+    await rig.wait_connector(1, "Preparing")
+    await rig.card(CARD)
+    await settle(rig)
+    c = await rig.connector(1)
+    assert (c["transaction_local_id"] is not None) is starts
+    assert c["contactor_closed"] is starts
