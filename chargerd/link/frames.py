@@ -121,6 +121,8 @@ def parse_frame(text: str) -> Inbound:
         msg = json.loads(text)
     except ValueError:
         return refuse_unreadable(text, "frame is not valid JSON")
+    except RecursionError:  # "[[[[..." within the size limit: valid JSON, but no OCPP frame
+        return refuse_unreadable(text, "frame is nested too deeply")
     if not isinstance(msg, list):
         return ReplyError(NO_ID, "FormationViolation", "frame is not a JSON array")
     if not msg:
