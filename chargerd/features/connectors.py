@@ -124,6 +124,7 @@ class ConnectorSupervisor:
         self._wake = asyncio.Event()
         self.station_operative = True
         self.on_idle: list[Callable[[], Awaitable[None] | None]] = []
+        self._background: set[asyncio.Task] = set()  # the loop keeps only weak references
         transactions.connectors = self.connectors
         transactions.set_deauthorize(self._on_invalid_id)
 
@@ -424,7 +425,9 @@ class ConnectorSupervisor:
         if conn is None or conn.tx is None:
             return
         if self._config.get("StopTransactionOnInvalidId"):
-            asyncio.get_running_loop().create_task(self.stop(conn, "DeAuthorized"))
+            task = asyncio.get_running_loop().create_task(self.stop(conn, "DeAuthorized"))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         else:
             self.poke()  # MaxEnergyOnInvalidId is checked by the supervisor
 

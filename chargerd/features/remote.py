@@ -53,6 +53,7 @@ class RemoteService:
         # Connectors held for remote starts waiting on their Authorize.conf, per idTag in
         # the order the CSMS asked (AuthorizeRemoteTxRequests=true).
         self._pending_remote: dict[str, deque[int]] = {}
+        self._accepted_stops: set[int] = set()  # RemoteStopTransaction answered Accepted
 
     # -- RemoteStartTransaction ---------------------------------------------------------
 
@@ -105,8 +106,19 @@ class RemoteService:
         conn = self._sup.transactions.find_by_transaction_id(transaction_id)
         if conn is None:
             return call_result.RemoteStopTransaction(status=RemoteStartStopStatus.rejected)
-        asyncio.get_running_loop().create_task(self._sup.stop(conn, "Remote"))
+        self._accepted_stops.add(transaction_id)
         return call_result.RemoteStopTransaction(status=RemoteStartStopStatus.accepted)
+
+    @after(Action.remote_stop_transaction)
+    async def _remote_stop_after(self, transaction_id: int) -> None:
+        # An @after hook rather than a bare create_task: the link keeps a reference to it,
+        # so the stop cannot be garbage-collected half-way.
+        if transaction_id not in self._accepted_stops:
+            return  # answered Rejected
+        self._accepted_stops.discard(transaction_id)
+        conn = self._sup.transactions.find_by_transaction_id(transaction_id)
+        if conn is not None:
+            await self._sup.stop(conn, "Remote")
 
     # -- UnlockConnector ----------------------------------------------------------------
 
