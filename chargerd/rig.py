@@ -50,6 +50,7 @@ class StationRig:
         log_level: str = "INFO",
         mock: dict[str, Any] | None = None,
         extra_toml: str = "",
+        env: dict[str, str] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -68,6 +69,8 @@ class StationRig:
         self.log_level = log_level
         self.mock = mock or {}
         self.extra_toml = extra_toml
+        # Extra environment for the daemon, e.g. NOTIFY_SOCKET so a bench can see READY=1.
+        self.env = dict(env or {})
         self.state_dir = self.workdir / "state"
         # unix socket paths are short-lived and limited to ~107 bytes
         self.socket = Path(f"/tmp/chargerd-rig-{os.getpid()}-{id(self):x}.sock")
@@ -128,7 +131,7 @@ class StationRig:
             [sys.executable, "-m", "chargerd.daemon", "--config", str(self.config_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
         )
         log.close()
         self.starts += 1
