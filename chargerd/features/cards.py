@@ -13,7 +13,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from chargerd.features.authz import may_stop
+from chargerd.features.authz import may_stop, same_id_tag
 from chargerd.features.connectors import ConnectorSupervisor
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ class CardService:
             tx = conn.tx
             if tx is None:
                 continue
-            if uid == tx.id_tag:
+            if same_id_tag(uid, tx.id_tag):
                 await self._sup.stop(conn, "Local", id_tag=uid)
                 return f"stopped transaction on connector {conn.id}"
         owners = [
@@ -80,7 +80,7 @@ class CardService:
                     return f"stopped transaction on connector {conn.id} (same parent)"
         # 2. The same card again on a waiting connector withdraws the authorization.
         for conn in self._sup.connectors.values():
-            if conn.authorization is not None and conn.authorization.id_tag == uid:
+            if conn.authorization is not None and same_id_tag(conn.authorization.id_tag, uid):
                 conn.authorization = None
                 self._sup.poke()
                 log.info(
