@@ -67,6 +67,7 @@ class CardService:
         owners = [
             c for c in self._sup.connectors.values() if c.tx is not None and c.tx.parent_id_tag
         ]
+        info = None  # asked once: the answer serves both the stop check and a new start
         if owners:
             info = await self._authorizer.authorize(uid, online=self._online())
             for conn in owners:
@@ -92,7 +93,8 @@ class CardService:
         if target is None:
             log.warning("card %s: no connector free for a new transaction", uid)
             return "no connector free"
-        info = await self._authorizer.authorize(uid, online=self._online())
+        if info is None:
+            info = await self._authorizer.authorize(uid, online=self._online())
         if info.status != "Accepted":
             log.warning("card %s refused: %s", uid, info.status)
             return f"refused: {info.status}"
