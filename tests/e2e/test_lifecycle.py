@@ -80,3 +80,46 @@ async def test_a_reconnect_resends_statuses_without_a_new_boot(rig, csms):
     await csms.wait_for("StatusNotification", predicate=available, count=seen + 1)
     # ...without a second BootNotification: the station did not reboot.
     assert [r.action for r in csms.received].count("BootNotification") == 1
+
+
+async def test_ready_and_watchdog_pings_reach_systemd(tmp_path, csms):
+    """Type=notify: READY=1 once the store and hardware are up, then WATCHDOG=1 pings."""
+    import asyncio
+    import socket
+
+    from chargerd.rig import StationRig
+
+    path = f"/tmp/chargerd-notify-{id(tmp_path):x}.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.setblocking(False)
+    rig = StationRig(
+        tmp_path / "st",
+        csms_url=csms.url,
+        env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"},
+    )
+    try:
+        await rig.start()
+        messages: list[str] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while loop.time() < deadline and messages.count("WATCHDOG=1") < 3:
+            try:
+                messages.append((await asyncio.wait_for(loop.sock_recv(sock, 4096), 1)).decode())
+            except TimeoutError:
+                pass
+        assert "READY=1" in messages
+        assert messages.count("WATCHDOG=1") >= 3
+        assert await rig.stop() == 0
+        while True:
+            try:
+                messages.append((await asyncio.wait_for(loop.sock_recv(sock, 4096), 1)).decode())
+            except TimeoutError:
+                break
+        assert "STOPPING=1" in messages
+    finally:
+        await rig.stop()
+        sock.close()
+        import os
+
+        os.unlink(path)
