@@ -82,8 +82,14 @@ class BootService:
     async def ready(self) -> None:
         """Returns when the link is up and the CSMS has accepted the boot."""
         while not self.online():
-            await self.registered.wait()
-            await self._connected_event.wait()
+            if not self.registered.is_set():
+                await self.registered.wait()
+            elif not self._connected_event.is_set():
+                await self._connected_event.wait()
+            else:
+                # The websocket is gone but the link's disconnect listeners have not run
+                # yet: both events are still set, and awaiting them would never yield.
+                await asyncio.sleep(0.05)
 
     def online(self) -> bool:
         return bool(self._link.connected and self.registered.is_set())
