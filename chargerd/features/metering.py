@@ -246,13 +246,20 @@ class MeterSampler:
                 pass
             last = target
             try:
-                await self.aligned()
+                await self.aligned(at=target)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("clock-aligned meter values failed")
 
-    async def aligned(self) -> None:
+    async def aligned(self, *, at: datetime | None = None) -> None:
+        """One clock-aligned reading per connector, stamped ``at`` (the grid instant).
+
+        Stamped with the instant it stands for, not the time read after the wait:
+        that can be a few ms before the instant (the wall clock lags the monotonic
+        wait) and a CSMS that buckets by interval would then file 10:15:00 under the
+        quarter hour before.
+        """
         measurands = self._measurands("MeterValuesAlignedData")
         if not measurands:
             return
@@ -264,7 +271,7 @@ class MeterSampler:
                 reading,
                 measurands,
                 context="Sample.Clock",
-                timestamp=self._clock.now(),
+                timestamp=at or self._clock.now(),
                 offered_current_a=conn.hw.pilot.offered_current_a,
             )
             if conn.tx is not None:
