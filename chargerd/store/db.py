@@ -196,18 +196,34 @@ class Store:
     # ---------------------------------------------------------- transactions
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, *, durable: bool = True) -> Iterator[None]:
         """BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any exception.
 
         Nested use opens a SAVEPOINT: the inner block can fail and roll back on
         its own while the outer one goes on, and nothing is durable until the
         outermost block commits.  IMMEDIATE takes the write lock at once so a
         commit never fails half-way with SQLITE_BUSY after work was done.
+
+        ``durable=False`` commits without the fsync (synchronous=NORMAL for this
+        commit only).  The commit is still atomic and survives a crash of the
+        process; only an OS crash or a power cut can undo it, and then only
+        together with the other non-durable commits made since the last durable
+        one (the WAL is recovered in order, so the disk keeps a prefix of the
+        history).  It is for writes whose loss merely repeats work, such as
+        forgetting a message that was delivered.  A nested block has the
+        durability of the outermost one.
         """
         self._check_owner()
         if self._depth == 0:
-            with _translated(self._path):
-                self._conn.execute("BEGIN IMMEDIATE")
+            if not durable:
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+            try:
+                with _translated(self._path):
+                    self._conn.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                if not durable:
+                    self._conn.execute("PRAGMA synchronous=FULL")
+                raise
             self._depth = 1
             self._owner = _current_task()
             try:
@@ -225,6 +241,8 @@ class Store:
             finally:
                 self._depth = 0
                 self._owner = None
+                if not durable:
+                    self._conn.execute("PRAGMA synchronous=FULL")
         else:
             name = f"sp{self._depth}"
             with _translated(self._path):
