@@ -328,9 +328,9 @@ async def test_max_energy_on_invalid_id_lets_the_charge_go_on_up_to_the_limit(ma
     b.link.answer("StartTransaction", {"transactionId": 9, "idTagInfo": {"status": "Blocked"}})
     await deliver(b)
     assert b.conn(1).tx.invalid
-    await b.run_for(120)  # 22.08 kW: 736 Wh
+    await b.run_for(120, step=10)  # 22.08 kW: 736 Wh
     assert stops(b) == [] and snap(b)["contactor_commanded"]
-    await b.run_for(60)  # 1104 Wh >= 1000
+    await b.run_for(60, step=10)  # 1104 Wh >= 1000
     (stop,) = stops(b)
     assert stop["reason"] == "DeAuthorized"
     assert 1000 <= stop["meterStop"] <= 1104
