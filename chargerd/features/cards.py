@@ -64,6 +64,10 @@ class CardService:
             if same_id_tag(uid, tx.id_tag):
                 await self._sup.stop(conn, "Local", id_tag=uid)
                 return f"stopped transaction on connector {conn.id}"
+        released = await self._sup.release_for(uid)
+        if released is not None:
+            log.info("card %s: its cable on connector %d released", uid, released.id)
+            return f"cable released on connector {released.id}"
         owners = [
             c for c in self._sup.connectors.values() if c.tx is not None and c.tx.parent_id_tag
         ]

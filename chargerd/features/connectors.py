@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from chargerd.clock import Clock
 from chargerd.features import status as status_machine
+from chargerd.features.authz import same_id_tag
 from chargerd.features.transactions import ActiveTx, TransactionRefused, TransactionService
 from hal.errors import HardwareError
 from hal.interfaces import ConnectorHardware, EvState, Fault, MeterSample
@@ -44,13 +45,13 @@ UNSAFE_FAULTS = frozenset(
 #: state E/F only suspends it (SuspendedEV): the contactor opens, the session stays.
 STOP_FAULTS = UNSAFE_FAULTS - {Fault.EV_ERROR}
 
-#: Stop reasons after which the plug is released for the driver to take it.
+#: Stop reasons after which the plug is released for the driver to take it.  Not
+#: DeAuthorized: OCPP 1.6 §4.8 keeps the cable locked until its owner's card comes back.
 UNLOCK_AFTER = frozenset(
     {
         "Local",
         "Remote",
         "UnlockCommand",
-        "DeAuthorized",
         "Other",
         "EmergencyStop",
         "SoftReset",
@@ -81,6 +82,7 @@ class ConnectorRuntime:
     reserved: bool = False
     authorization: Authorization | None = None
     held: bool = False  # claimed by a remote start whose Authorize is still under way
+    locked_for: str | None = None  # the idTag whose card releases a cable kept locked
     tx: ActiveTx | None = None
     begin_sample: MeterSample | None = None
     finishing: bool = False
@@ -336,12 +338,16 @@ class ConnectorSupervisor:
         if conn.tx is None:
             return
         sample = await self._read_meter(conn, fresh=True)
+        owner = conn.tx.id_tag
         self.transactions.end(conn, reason=reason, sample=sample, id_tag=id_tag)
         conn.hw.pilot.set_offered_current(None)
         await self._force_open(conn)
         conn.finishing = conn.ev_state.plugged and not unplugged
         if conn.hw.lock is not None and reason in UNLOCK_AFTER:
             await self._unlock(conn)
+        elif reason == "DeAuthorized" and conn.hw.lock is not None and conn.hw.lock.locked:
+            conn.locked_for = owner
+            log.info("connector %d: cable stays locked until %s is presented", conn.id, owner)
         if conn.scheduled_operative is not None:
             conn.operative, conn.scheduled_operative = conn.scheduled_operative, None
             log.info(
@@ -359,6 +365,7 @@ class ConnectorSupervisor:
             return False
         try:
             await conn.hw.lock.unlock()
+            conn.locked_for = None
             return True
         except HardwareError as exc:
             log.error("connector %d: cable lock did not release: %s", conn.id, exc)
@@ -375,6 +382,20 @@ class ConnectorSupervisor:
             return None
         async with conn.busy:
             return await self._unlock(conn)
+
+    async def release_for(self, id_tag: str) -> ConnectorRuntime | None:
+        """The owner's card frees a cable kept locked after DeAuthorized; the connector, if any.
+
+        Identification, not authorization: the CSMS refused the card for charging,
+        but it still proves whose car is on the cable.
+        """
+        for conn in self.connectors.values():
+            if conn.tx is None and same_id_tag(conn.locked_for, id_tag):
+                async with conn.busy:
+                    await self._unlock(conn)
+                self.poke()
+                return conn
+        return None
 
     def _take_waiting_card(self, conn: ConnectorRuntime) -> None:
         """A card presented before the EV was plugged goes to the socket the EV is plugged into.
