@@ -208,6 +208,19 @@ async def test_with_the_cache_disabled_every_start_asks_the_csms(make_registered
     assert len(sent(csms, "StartTransaction", idTag=CARD)) == 2
 
 
+async def answer_taken_in(rig, record) -> None:
+    """Until the station's frame log shows the CSMS's answer to ``record`` arriving.
+
+    Going offline before that would leave the card to the offline rules instead.
+    """
+    for _ in range(200):
+        frames = (await rig.ctl("log", lines=200))["frames"]
+        if any(f["direction"] == "in" and record.unique_id in f["frame"] for f in frames):
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"the answer to {record.action} {record.unique_id} never arrived")
+
+
 async def go_offline(rig) -> None:
     await rig.network(False)
     await rig.wait_status(lambda s: not s["ocpp"]["connected"], what="link down")
@@ -382,7 +395,8 @@ async def test_offline_rules_for_a_cached_card(
         }
     )
     await rig.card(CARD)  # online: the CSMS's answer goes into the cache
-    await csms.wait_for("Authorize")
+    (auth,) = await csms.wait_for("Authorize")
+    await answer_taken_in(rig, auth)
     if cached == "Accepted":
         await rig.wait_connector(1, "Preparing")
         await rig.card(CARD)

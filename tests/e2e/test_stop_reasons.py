@@ -243,3 +243,34 @@ async def test_hard_reset_stops_every_transaction(make_registered_rig, csms, sta
         lambda s: s["ocpp"]["registration"] == "Accepted", timeout=15, what="registration"
     )
     assert len(sent(csms, "StopTransaction")) == 2
+
+
+async def test_deauthorized_keeps_the_cable_locked_until_the_owner_comes(
+    make_registered_rig, csms
+):
+    """OCPP 1.6 §4.8: after DeAuthorized the cable SHOULD stay locked until the owner's card."""
+    csms.start_transaction_status = "Invalid"
+    csms.cards["55667788"] = "Invalid"
+    rig = await make_registered_rig(ocpp={"StopTransactionOnInvalidId": True})
+    await rig.plug(1)
+    await rig.wait_connector(1, "Preparing")
+    await rig.card(CARD)
+    await rig.charge(1)
+    (start,) = await csms.wait_for("StartTransaction")
+    await the_stop(csms, start, "DeAuthorized")
+    c = await rig.wait_connector(1, "Finishing")
+    assert c["locked"] is True
+    # Somebody else's card does not free the owner's cable.
+    await rig.card("55667788")
+    await csms.wait_for("Authorize", predicate=lambda r: r.payload["idTag"] == "55667788")
+    await asyncio.sleep(0.3)
+    assert (await rig.connector(1))["locked"] is True
+    # The owner's card does, even though the CSMS no longer accepts it for charging.
+    authorizes = len(sent(csms, "Authorize"))
+    await rig.card(CARD)
+    await rig.wait_status(lambda s: s["connectors"][0]["locked"] is False, what="unlocked")
+    await asyncio.sleep(0.3)
+    assert len(sent(csms, "Authorize")) == authorizes
+    assert len(sent(csms, "StartTransaction")) == 1
+    await rig.unplug(1)
+    await rig.wait_connector(1, "Available")
