@@ -66,7 +66,7 @@ async def test_pending_boot_is_retried_and_nothing_else_is_sent_until_accepted(m
     csms.boot_status = "Pending"
     csms.heartbeat_interval = 1
     rig = await make_rig()
-    boots = await csms.wait_for("BootNotification", count=3, timeout=8)
+    boots = await csms.wait_for("BootNotification", count=2, timeout=8)
     gaps = [(b.time - a.time).total_seconds() for a, b in pairwise(boots)]
     assert all(gap >= 0.8 for gap in gaps), gaps
     assert (await rig.status())["ocpp"]["registration"] == "Pending"
@@ -95,7 +95,7 @@ async def test_rejected_boot_is_retried_after_the_interval_and_nothing_else_is_s
     csms.boot_status = "Rejected"
     csms.heartbeat_interval = 1
     rig = await make_rig()
-    boots = await csms.wait_for("BootNotification", count=3, timeout=8)
+    boots = await csms.wait_for("BootNotification", count=2, timeout=8)
     gaps = [(b.time - a.time).total_seconds() for a, b in pairwise(boots)]
     assert all(gap >= 0.8 for gap in gaps), gaps
     await rig.plug(1)
