@@ -227,15 +227,20 @@ class ConnectorSupervisor:
             )
             await self._stop(conn, "EmergencyStop")
             return
-        if tx.invalid and conn.sample is not None:
+        if tx.invalid and not tx.energy_blocked and conn.sample is not None:
             limit = int(self._config.get("MaxEnergyOnInvalidId") or 0)
             if conn.sample.energy_wh - tx.meter_start_wh >= limit:
+                # OCPP 1.6 (StopTransactionOnInvalidId=false): only the energy delivery
+                # stops; the transaction stays open (SuspendedEVSE) until its owner ends it.
                 log.warning(
-                    "connector %d: MaxEnergyOnInvalidId (%d Wh) reached for an invalid id",
+                    "connector %d: MaxEnergyOnInvalidId (%d Wh) reached for the invalid id %s; "
+                    "energy delivery stopped, the transaction stays open",
                     conn.id,
                     limit,
+                    tx.id_tag,
                 )
-                await self._stop(conn, "DeAuthorized")
+                tx.energy_blocked = True
+                conn.hw.pilot.set_offered_current(None)
 
     async def _drive_contactor(self, conn: ConnectorRuntime) -> None:
         hw = conn.hw
@@ -315,6 +320,8 @@ class ConnectorSupervisor:
 
     async def _offer(self, conn: ConnectorRuntime) -> None:
         """Offer the EV the most the station and the plugged cable allow (PWM on)."""
+        if conn.tx is not None and conn.tx.energy_blocked:
+            return
         try:
             cable = await conn.hw.pilot.cable_capacity_a()
         except HardwareError:

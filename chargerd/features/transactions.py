@@ -48,6 +48,7 @@ class ActiveTx:
     start_time: datetime
     transaction_id: int | None = None
     invalid: bool = False  # the CSMS answered StartTransaction with a status other than Accepted
+    energy_blocked: bool = False  # MaxEnergyOnInvalidId reached: no more energy, still open
 
 
 def stop_payload(

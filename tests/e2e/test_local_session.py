@@ -46,6 +46,7 @@ async def test_plug_card_charge_card_unplug(rig, csms):
 
 async def test_power_cut_mid_transaction_sends_powerloss_stop_once(make_rig, csms):
     rig = await make_rig(ocpp={"MeterValueSampleInterval": 1})
+    await rig.wait_status(lambda s: s["ocpp"]["registration"] == "Accepted", what="boot")
     await rig.plug(1)
     await rig.card("0A1B2C3D")
     await rig.charge(1)

@@ -189,8 +189,11 @@ async def test_deauthorized_by_start_transaction_conf(make_registered_rig, csms,
     assert c["contactor_closed"] is False and c["transaction_id"] is None
 
 
-async def test_deauthorized_after_max_energy_on_invalid_id(make_registered_rig, csms):
-    """StopTransactionOnInvalidId=false: charging goes on up to MaxEnergyOnInvalidId."""
+async def test_max_energy_on_invalid_id_stops_energy_then_the_owner_ends_it(
+    make_registered_rig, csms
+):
+    """StopTransactionOnInvalidId=false: charging goes on up to MaxEnergyOnInvalidId, then
+    the energy stops (SuspendedEVSE) and the transaction stays open until the card ends it."""
     csms.start_transaction_status = "Invalid"
     limit_wh = 8  # the mock EV draws 22 kW: about 6 Wh a second
     rig = await make_registered_rig(
@@ -202,12 +205,13 @@ async def test_deauthorized_after_max_energy_on_invalid_id(make_registered_rig, 
     await rig.charge(1)
     (start,) = await csms.wait_for("StartTransaction")
     await rig.wait_status(lambda s: s["connectors"][0]["transaction_id"] == 1)
-    c = await rig.connector(1)
-    assert c["status"] == "Charging" and c["contactor_closed"] is True
-    stop = await the_stop(csms, start, "DeAuthorized", timeout=10)
+    c = await rig.wait_connector(1, "SuspendedEVSE", timeout=10)
+    assert c["contactor_closed"] is False and c["offered_current_a"] is None
+    assert c["energy_wh"] - start.payload["meterStart"] >= limit_wh
+    assert sent(csms, "StopTransaction") == []
+    await rig.card(CARD)
+    stop = await the_stop(csms, start, "Local", timeout=10)
     assert stop.payload["meterStop"] - start.payload["meterStart"] >= limit_wh
-    c = await rig.wait_connector(1, "Finishing")
-    assert c["contactor_closed"] is False
 
 
 async def test_a_stop_is_delivered_once_even_when_the_answer_is_slow(
@@ -245,9 +249,7 @@ async def test_hard_reset_stops_every_transaction(make_registered_rig, csms, sta
     assert len(sent(csms, "StopTransaction")) == 2
 
 
-async def test_deauthorized_keeps_the_cable_locked_until_the_owner_comes(
-    make_registered_rig, csms
-):
+async def test_deauthorized_keeps_the_cable_locked_until_the_owner_comes(make_registered_rig, csms):
     """OCPP 1.6 §4.8: after DeAuthorized the cable SHOULD stay locked until the owner's card."""
     csms.start_transaction_status = "Invalid"
     csms.cards["55667788"] = "Invalid"

@@ -322,7 +322,9 @@ async def test_stop_transaction_on_invalid_id_stops_as_deauthorized(make_bench):
     assert not snap(b)["contactor_commanded"] and b.conn(1).tx is None
 
 
-async def test_max_energy_on_invalid_id_lets_the_charge_go_on_up_to_the_limit(make_bench):
+async def test_max_energy_on_invalid_id_stops_the_energy_not_the_transaction(make_bench):
+    """OCPP 1.6, StopTransactionOnInvalidId=false: charge up to MaxEnergyOnInvalidId, then
+    stop delivering energy; the transaction stays open until its owner ends it."""
     b = make_bench(ocpp={"StopTransactionOnInvalidId": False, "MaxEnergyOnInvalidId": 1000})
     await charging(b)
     b.link.answer("StartTransaction", {"transactionId": 9, "idTagInfo": {"status": "Blocked"}})
@@ -331,10 +333,14 @@ async def test_max_energy_on_invalid_id_lets_the_charge_go_on_up_to_the_limit(ma
     await b.run_for(120, step=10)  # 22.08 kW: 736 Wh
     assert stops(b) == [] and snap(b)["contactor_commanded"]
     await b.run_for(60, step=10)  # 1104 Wh >= 1000
-    (stop,) = stops(b)
-    assert stop["reason"] == "DeAuthorized"
-    assert 1000 <= stop["meterStop"] <= 1104
+    assert stops(b) == []
+    assert b.conn(1).tx is not None and b.conn(1).tx.energy_blocked
     assert not snap(b)["contactor_commanded"]
+    assert b.conn(1).hw.pilot.offered_current_a is None
+    assert b.conn(1).status == "SuspendedEVSE"
+    energy = snap(b)["energy_wh"]
+    await b.run_for(60, step=10)
+    assert snap(b)["energy_wh"] == energy  # no more energy
 
 
 # -- availability and the choice of connector -----------------------------------------------
