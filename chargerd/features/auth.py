@@ -14,6 +14,7 @@ updated, as OCPP 2.0.1 (C10) spells out and 1.6 leaves to the implementation.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from chargerd.store import Store, StoreError
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ENTRIES = 1000
+AUTHORIZE_TIMEOUT_S = 8.0
 
 
 class _Config(Protocol):
@@ -182,7 +184,11 @@ class Authorizer:
             log.info("idTag %s: %s (%s)", id_tag, decision.status, decision.reason)
             return decision.id_tag_info()
         try:
-            result = await self._link.call("Authorize", {"idTag": id_tag})
+            # A driver waits at the reader: after AUTHORIZE_TIMEOUT_S the offline rules
+            # decide, rather than the link's generic 30 s call timeout.
+            result = await asyncio.wait_for(
+                self._link.call("Authorize", {"idTag": id_tag}), timeout=AUTHORIZE_TIMEOUT_S
+            )
             raw = result["idTagInfo"]
             info = IdTagInfo.from_ocpp(raw)
         except Exception as exc:  # every failure means "no usable answer"

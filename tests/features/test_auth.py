@@ -283,3 +283,28 @@ async def test_local_list_outranks_the_cache(cache, link, config, clock):
     cache.update("OTHER", {"status": "Accepted"})
     assert (await authorizer.authorize("TAG", online=False)).status == A.blocked
     assert (await authorizer.authorize("OTHER", online=False)).status == A.accepted
+
+
+async def test_a_silent_csms_does_not_keep_the_driver_waiting(
+    authorizer, link, cache, config, monkeypatch
+):
+    """No Authorize answer within AUTHORIZE_TIMEOUT_S: the offline rules decide."""
+    import asyncio
+
+    import chargerd.features.auth as auth_module
+
+    monkeypatch.setattr(auth_module, "AUTHORIZE_TIMEOUT_S", 0.05)
+    never = asyncio.Event()
+
+    async def hang(action: str, payload: dict) -> dict:
+        link.calls.append((action, payload))
+        await never.wait()
+        return {}
+
+    link.call = hang
+    cache.update("0A1B2C3D", {"status": "Accepted"})
+    info = await asyncio.wait_for(authorizer.authorize("0A1B2C3D", online=True), timeout=2)
+    assert info.status == "Accepted"  # LocalAuthorizeOffline + the cached entry
+    assert link.calls == [("Authorize", {"idTag": "0A1B2C3D"})]
+    unknown = await asyncio.wait_for(authorizer.authorize("99887766", online=True), timeout=2)
+    assert unknown.status != "Accepted"
