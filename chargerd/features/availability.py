@@ -71,6 +71,14 @@ class AvailabilityService:
             else:
                 conn.operative = operative
                 conn.scheduled_operative = None
+                if not operative and conn.authorization is not None:
+                    # A driver's card waiting for the plug does not survive going out of service.
+                    log.info(
+                        "connector %d: authorization for %s withdrawn (Inoperative)",
+                        conn.id,
+                        conn.authorization.id_tag,
+                    )
+                    conn.authorization = None
         if connector_id == 0:
             if scheduled:
                 self._station_scheduled = operative

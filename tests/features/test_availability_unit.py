@@ -161,3 +161,18 @@ async def test_a_fresh_station_is_operative(make_bench):
     service(b)
     sup = restarted(b)
     assert sup.station_operative and all(c.operative for c in sup.connectors.values())
+
+
+async def test_a_waiting_authorization_is_withdrawn_when_the_connector_goes_inoperative(
+    make_bench,
+):
+    b = make_bench()
+    b.supervisor.grant(b.conn(1), id_tag=TAG, parent_id_tag=None)
+    assert b.conn(1).authorization is not None
+    assert status_of(service(b).change_availability(connector_id=1, type="Inoperative")) == (
+        "Accepted"
+    )
+    assert b.conn(1).authorization is None
+    b.sim.plug(1)
+    await b.tick()
+    assert b.conn(1).tx is None and b.conn(1).status == "Unavailable"
