@@ -1,0 +1,124 @@
+"""The durable outbox against a CSMS that refuses or goes silent.
+
+TransactionMessageAttempts / TransactionMessageRetryInterval govern a CSMS
+that answers with a CALLERROR: so many tries, spaced by the interval times the
+attempt number, then the message is given up and the next one goes.  A CSMS
+that says nothing is not refusing: nothing is given up, and everything goes
+out once it answers again, in order, each message accepted once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+CP = "CP-TEST"
+CARD = "0A1B2C3D"
+
+
+async def wait_frame(csms, predicate, *, timeout: float = 10.0):
+    """The first frame the CSMS sent (out) whose parsed message matches ``predicate``."""
+    async with asyncio.timeout(timeout):
+        while True:
+            for f in list(csms.frames):
+                if f.direction == "out" and predicate(json.loads(f.frame)):
+                    return f
+            await asyncio.sleep(0.01)
+
+
+async def drained(rig, timeout: float = 15) -> None:
+    await rig.wait_status(
+        lambda s: s["ocpp"]["outbox_pending"] == 0, timeout=timeout, what="outbox drained"
+    )
+
+
+def received(csms, action: str) -> list:
+    return [r for r in csms.received if r.cp_id == CP and r.action == action]
+
+
+async def test_refused_meter_values_are_tried_n_times_then_dropped_and_the_stop_still_goes(
+    make_registered_rig, csms, start_charging, tx_audit
+):
+    rig = await make_registered_rig(
+        ocpp={
+            "MeterValueSampleInterval": 1,
+            "TransactionMessageAttempts": 2,
+            "TransactionMessageRetryInterval": 1,
+        }
+    )
+    csms.callerror_actions = {"MeterValues"}
+    start = await start_charging(rig)
+    await csms.wait_for("MeterValues", count=3)
+    await rig.card(CARD)
+    await rig.wait_connector(1, "Finishing")
+    await drained(rig)
+
+    tries = received(csms, "MeterValues")
+    # Each sample tried twice in a row (the queue is strictly ordered), then given up.
+    runs: list[list] = []
+    for r in tries:
+        if runs and runs[-1][0].payload == r.payload:
+            runs[-1].append(r)
+        else:
+            runs.append([r])
+    assert len(runs) >= 2
+    assert all(len(run) == 2 for run in runs), [len(run) for run in runs]
+    assert len({json.dumps(run[0].payload) for run in runs}) == len(runs)  # none came back
+    # The retry waited TransactionMessageRetryInterval x attempts (1 s after the first).
+    for first, second in runs:
+        assert second.time - first.time >= timedelta(seconds=0.9)
+    # The StopTransaction was not held up by the refused samples: delivered, once, last.
+    audit = tx_audit()
+    by_tx = audit.check()
+    tx_id = audit.assigned_id(start)
+    assert [m.action for m in by_tx[tx_id]] == ["StartTransaction", "StopTransaction"]
+    (stop,) = received(csms, "StopTransaction")
+    assert stop.payload["reason"] == "Local"
+    assert stop.time > tries[-1].time
+
+
+async def test_a_start_refused_once_then_accepted_is_delivered_once_before_the_rest(
+    make_registered_rig, csms, tx_audit
+):
+    rig = await make_registered_rig(
+        ocpp={"MeterValueSampleInterval": 1, "TransactionMessageRetryInterval": 1}
+    )
+    csms.callerror_actions = {"StartTransaction"}
+    await rig.plug(1)
+    await rig.wait_connector(1, "Preparing")
+    await rig.card(CARD)
+    await rig.charge(1)
+    await wait_frame(csms, lambda m: m[0] == 4)  # the CALLERROR is on its way
+    csms.callerror_actions = set()
+    c = await rig.wait_connector(1, "Charging")
+    assert c["transaction_id"] is None  # charging goes on while the CSMS is difficult
+    await rig.wait_status(
+        lambda s: s["connectors"][0]["transaction_id"] is not None, what="the CSMS's id"
+    )
+    await csms.wait_for("MeterValues", count=2)
+    await rig.card(CARD)
+    await rig.wait_connector(1, "Finishing")
+    await drained(rig)
+
+    starts = received(csms, "StartTransaction")
+    assert len(starts) == 2
+    assert audit_answer_codes(tx_audit(), starts) == [4, 3]
+    assert starts[1].time - starts[0].time >= timedelta(seconds=0.9)
+    assert starts[0].payload == starts[1].payload  # the same StartTransaction, tried again
+    audit = tx_audit()
+    by_tx = audit.check()
+    ((tx_id, msgs),) = by_tx.items()
+    assert msgs[0] is starts[1]
+    assert [m.action for m in msgs[1:-1]] == ["MeterValues"] * (len(msgs) - 2)
+    assert len(msgs) >= 4
+    # Every later message went out after the accepted start, with its id.
+    assert all(m.time > starts[1].time and m.payload["transactionId"] == tx_id for m in msgs[1:])
+
+
+def audit_answer_codes(audit, records) -> list[int]:
+    return [audit.answer(r)[0] for r in records]
