@@ -83,6 +83,9 @@ class CsmsConfig:
     basic_auth_password: str | None = None
     ca_file: Path | None = None  # CA bundle for wss:// (default: the system's)
     max_frame_bytes: int = 65536  # inbound frames above this are refused
+    # How long a CALL waits for the CSMS's answer before it counts as unanswered (a
+    # transaction message is then sent again; an Authorize falls back to the offline rules).
+    call_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,6 +442,7 @@ class _Loader:
             basic_auth_password=password,
             ca_file=t.path("ca_file", None, self.base),
             max_frame_bytes=t.integer("max_frame_bytes", 65536, 1024, 16 * 1024 * 1024),
+            call_timeout_s=t.number("call_timeout_s", 30.0, lo=1.0, hi=300.0),
         )
         t.finish()
         return cfg

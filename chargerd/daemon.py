@@ -86,6 +86,7 @@ class Daemon:
             ping_interval=lambda: float(self.config.get("WebSocketPingInterval") or 0),
             basic_auth=self._basic_auth(),
             max_frame_bytes=cfg.csms.max_frame_bytes,
+            call_timeout=cfg.csms.call_timeout_s,
             ssl_context=self._ssl_context(),
         )
         self.cache = AuthorizationCache(self.store, self.clock, self.config)
