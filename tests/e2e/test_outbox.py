@@ -122,3 +122,43 @@ async def test_a_start_refused_once_then_accepted_is_delivered_once_before_the_r
 
 def audit_answer_codes(audit, records) -> list[int]:
     return [audit.answer(r)[0] for r in records]
+
+
+async def started_with_call_timeout(make_rig, seconds: float, **kw):
+    """A registered station that gives up waiting for an answer after ``seconds``.
+
+    ([csms] call_timeout_s; the rig has no parameter for it, so the file is amended.)
+    """
+    rig = await make_rig(start=False, **kw)
+    text = rig.config_path.read_text()
+    rig.config_path.write_text(text.replace("[csms]\n", f"[csms]\ncall_timeout_s = {seconds}\n"))
+    await rig.start()
+    await rig.wait_status(
+        lambda s: s["ocpp"]["registration"] == "Accepted", timeout=15, what="registration"
+    )
+    return rig
+
+
+async def test_a_silent_csms_loses_nothing(make_rig, csms, start_charging, tx_audit):
+    rig = await started_with_call_timeout(make_rig, 1, ocpp={"MeterValueSampleInterval": 1})
+    await start_charging(rig)
+    await csms.wait_for("MeterValues")
+    csms.hang = True  # takes everything in, answers nothing
+    silent_from = len(csms.received)
+    await asyncio.sleep(2.5)
+    await rig.card(CARD)
+    await rig.wait_connector(1, "Finishing")
+    assert (await rig.status())["ocpp"]["outbox_pending"] >= 3  # samples and the stop wait
+    unanswered = [r for r in csms.received[silent_from:] if r.action == "MeterValues"]
+    assert len(unanswered) >= 2  # the head message, tried again after each timeout...
+    assert len({json.dumps(r.payload) for r in unanswered}) == 1  # ...and nothing after it
+    csms.hang = False
+    await drained(rig)
+
+    audit = tx_audit()
+    by_tx = audit.check()  # once each, in order, with the CSMS's transactionId
+    ((_, msgs),) = by_tx.items()
+    assert msgs[-1].payload["reason"] == "Local"
+    delivered = {audit.identity(m) for m in msgs}
+    assert audit.identity(unanswered[0]) in delivered
+    assert all(audit.answer(r) is None for r in unanswered)
