@@ -1,0 +1,1 @@
+"""The pieces of ``python -m chargerd.bench``: figures and their report, probes, phases."""
