@@ -255,24 +255,45 @@ class MeterSampler:
     async def aligned(self, *, at: datetime | None = None) -> None:
         """One clock-aligned reading per connector, stamped ``at`` (the grid instant).
 
+        MeterValuesAlignedData goes out as MeterValues; StopTxnAlignedData is kept
+        for the running transaction's StopTransaction.transactionData.
+
         Stamped with the instant it stands for, not the time read after the wait:
         that can be a few ms before the instant (the wall clock lags the monotonic
         wait) and a CSMS that buckets by interval would then file 10:15:00 under the
         quarter hour before.
         """
         measurands = self._measurands("MeterValuesAlignedData")
-        if not measurands:
+        for_stop = self._measurands("StopTxnAlignedData")
+        if not measurands and not for_stop:
             return
+        stamp = at or self._clock.now()
         for conn in list(self._sup.connectors.values()):
+            if not measurands and conn.tx is None:
+                continue
             reading = await self._sup.read_meter(conn)
             if reading is None:
+                continue
+            offered = conn.hw.pilot.offered_current_a
+            if for_stop and conn.tx is not None:
+                self._tx.note_stop_aligned(
+                    conn,
+                    meter_value(
+                        reading,
+                        for_stop,
+                        context="Sample.Clock",
+                        timestamp=stamp,
+                        offered_current_a=offered,
+                    ),
+                )
+            if not measurands:
                 continue
             mv = meter_value(
                 reading,
                 measurands,
                 context="Sample.Clock",
-                timestamp=at or self._clock.now(),
-                offered_current_a=conn.hw.pilot.offered_current_a,
+                timestamp=stamp,
+                offered_current_a=offered,
             )
             if conn.tx is not None:
                 self._tx.queue_meter_values(conn, [mv], sample=reading)

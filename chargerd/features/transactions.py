@@ -17,7 +17,7 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -49,6 +49,10 @@ class ActiveTx:
     transaction_id: int | None = None
     invalid: bool = False  # the CSMS answered StartTransaction with a status other than Accepted
     energy_blocked: bool = False  # MaxEnergyOnInvalidId reached: no more energy, still open
+    # StopTxnAlignedData readings for the StopTransaction's transactionData.  In memory
+    # only: a PowerLoss stop carries no transactionData at all.
+    stop_aligned: list[dict] = field(default_factory=list)
+    stop_aligned_full: bool = False  # max_stop_aligned_values reached (logged once)
 
 
 def stop_payload(
@@ -251,9 +255,10 @@ class TransactionService:
     def _transaction_data(
         self, conn: ConnectorRuntime, sample: MeterSample | None, now: datetime
     ) -> list[dict]:
+        aligned = list(conn.tx.stop_aligned) if conn.tx is not None else []
         measurands = metering.parse_measurands(str(self._config.get("StopTxnSampledData")))
         if not measurands or sample is None:
-            return []
+            return aligned
         values = []
         begin = conn.begin_sample
         if begin is not None and conn.tx is not None:
@@ -262,6 +267,7 @@ class TransactionService:
                     begin, measurands, context="Transaction.Begin", timestamp=conn.tx.start_time
                 )
             )
+        values.extend(aligned)
         values.append(
             metering.meter_value(
                 sample,
@@ -272,6 +278,27 @@ class TransactionService:
             )
         )
         return values
+
+    #: StopTxnAlignedData readings kept for one StopTransaction; beyond this (a 1 s
+    #: interval over hours) the message would outgrow what a CSMS accepts in one frame.
+    max_stop_aligned_values = 500
+
+    def note_stop_aligned(self, conn: ConnectorRuntime, meter_value: dict) -> None:
+        """Keep a clock-aligned reading (StopTxnAlignedData) for the transaction's stop."""
+        tx = conn.tx
+        if tx is None:
+            return
+        if len(tx.stop_aligned) >= self.max_stop_aligned_values:
+            if not tx.stop_aligned_full:
+                tx.stop_aligned_full = True
+                log.warning(
+                    "transaction %d: more than %d StopTxnAlignedData readings; "
+                    "later ones are left out of its StopTransaction",
+                    tx.local_id,
+                    self.max_stop_aligned_values,
+                )
+            return
+        tx.stop_aligned.append(meter_value)
 
     def persist_energy(self, conn: ConnectorRuntime, sample: MeterSample) -> None:
         """Remember the register so that a power-loss stop reports it."""
