@@ -171,3 +171,37 @@ async def test_a_measurand_the_meter_cannot_deliver_is_rejected(rig, csms, key):
             pytest.fail(f"{key}={bad!r} answered {exc.code}, not Rejected")
         assert status == "Rejected", bad
     assert await current() == f"{ENERGY},{POWER}"
+
+
+async def test_stop_txn_aligned_data_in_the_stop_transaction(
+    make_registered_rig, csms, start_charging
+):
+    rig = await make_registered_rig(
+        ocpp={
+            "ClockAlignedDataInterval": 1,
+            "MeterValuesAlignedData": "",  # only the StopTransaction gets clock-aligned values
+            "StopTxnAlignedData": f"{ENERGY},{POWER}",
+        }
+    )
+    start = await start_charging(rig)
+    await asyncio.sleep(2.2)
+    await rig.card(CARD)
+    (stop,) = await csms.wait_for("StopTransaction")
+    data = stop.payload.get("transactionData") or []
+    assert len(data) >= 2, stop.payload
+    began = parse_iso(start.payload["timestamp"])
+    ended = parse_iso(stop.payload["timestamp"])
+    stamps = [parse_iso(mv["timestamp"]) for mv in data]
+    assert stamps == sorted(stamps)
+    assert began <= stamps[0] and stamps[-1] <= ended
+    for mv, stamp in zip(data, stamps, strict=True):
+        assert {v["context"] for v in mv["sampledValue"]} == {"Sample.Clock"}
+        assert {v["measurand"] for v in mv["sampledValue"]} == {ENERGY, POWER}
+        assert stamp.microsecond == 0  # on the 1-second grid
+    energies = [float(values(mv, ENERGY)[0]["value"]) for mv in data]
+    assert energies == sorted(energies)
+    assert (
+        start.payload["meterStart"] <= energies[0]
+        and energies[-1] <= stop.payload["meterStop"] + 0.5
+    )
+    assert not [r for r in csms.received if r.action == "MeterValues"]
