@@ -138,6 +138,9 @@ class ConnectorSupervisor:
 
     async def run(self) -> None:
         while True:
+            # Cleared before the pass, so that a poke during it (a PWM just offered, a
+            # command) runs the next pass at once instead of after the poll interval.
+            self._wake.clear()
             for conn in self.connectors.values():
                 try:
                     await self.tick(conn)
@@ -146,7 +149,6 @@ class ConnectorSupervisor:
                 except Exception:
                     log.exception("connector %d supervision failed; opening its contactor", conn.id)
                     await self._force_open(conn)
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
             except TimeoutError:
@@ -327,6 +329,7 @@ class ConnectorSupervisor:
         except HardwareError:
             cable = None
         conn.hw.pilot.set_offered_current(self.offered_current(conn, cable))
+        self.poke()  # the EV answers the PWM with state C: look again at once
 
     async def stop(self, conn: ConnectorRuntime, reason: str, *, id_tag: str | None = None) -> None:
         """Stop a running transaction (card, remote, reset, unlock...)."""
