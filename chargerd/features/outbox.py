@@ -53,6 +53,8 @@ class OutboxMessage:
 
 
 class Outbox:
+    #: Wait after the store failed to record a delivery, before sending again.
+    STORE_RETRY_S = 5.0
     #: Delivered MeterValues forgotten without an fsync before one is forced; the most
     #: a power cut can make the station send twice.
     max_unsynced_deliveries = 50
@@ -188,10 +190,24 @@ class Outbox:
                 continue
             handler = self._handlers.get(msg.action)
             durable = msg.action != "MeterValues" or self._unsynced >= self.max_unsynced_deliveries
-            with self._store.transaction(durable=durable):
-                if handler is not None:
-                    handler(msg, result)
-                self._store.execute("DELETE FROM outbox WHERE seq = ?", (msg.seq,))
+            try:
+                with self._store.transaction(durable=durable):
+                    if handler is not None:
+                        handler(msg, result)
+                    self._store.execute("DELETE FROM outbox WHERE seq = ?", (msg.seq,))
+            except Exception:
+                # The store refused (disk full, I/O error): the message stays queued and
+                # goes again later, which the CSMS may see twice; better than dying in a
+                # restart loop, or than forgetting it.
+                log.exception(
+                    "%s #%d was answered but its result could not be recorded; "
+                    "it will be sent again in %.0f s",
+                    msg.action,
+                    msg.seq,
+                    self.STORE_RETRY_S,
+                )
+                await asyncio.sleep(self.STORE_RETRY_S)
+                continue
             self._unsynced = 0 if durable else self._unsynced + 1
             self.delivered += 1
 

@@ -175,6 +175,7 @@ async def test_a_failing_result_handler_leaves_the_message_queued_and_applies_no
     runner = Runner(outbox, link).start()
     await link.wait_calls(1)
     await asyncio.sleep(0.02)
+    assert not runner.task.done()  # the sender survives the failure (no restart loop)
     await runner.stop()
     assert [a for a, _, _ in queued(store)] == ["StartTransaction"]
     row = store.query_one("SELECT transaction_id FROM transactions WHERE local_id = ?", (tx,))
