@@ -205,3 +205,26 @@ async def test_stop_txn_aligned_data_in_the_stop_transaction(
         and energies[-1] <= stop.payload["meterStop"] + 0.5
     )
     assert not [r for r in csms.received if r.action == "MeterValues"]
+
+
+async def test_the_sample_interval_changed_mid_transaction_applies_at_once(
+    rig, csms, start_charging
+):
+    await start_charging(rig)
+    await asyncio.sleep(1.2)
+    assert not [r for r in csms.received if r.action == "MeterValues"]  # sampling is off
+    t = now()
+    reply = await csms.call(
+        CP, "ChangeConfiguration", {"key": "MeterValueSampleInterval", "value": "1"}
+    )
+    assert reply["status"] == "Accepted"
+    records = await csms.wait_for("MeterValues", count=2, timeout=4)
+    assert all(r.time >= t for r in records)
+    reply = await csms.call(
+        CP, "ChangeConfiguration", {"key": "MeterValueSampleInterval", "value": "0"}
+    )
+    assert reply["status"] == "Accepted"
+    await asyncio.sleep(0.2)
+    count = len([r for r in csms.received if r.action == "MeterValues"])
+    await asyncio.sleep(1.5)
+    assert len([r for r in csms.received if r.action == "MeterValues"]) == count

@@ -262,3 +262,29 @@ async def test_the_csms_process_dies_mid_transaction(make_registered_rig, csms, 
     finally:
         await rig.stop()
         await reborn.stop()
+
+
+async def test_an_offline_start_the_csms_then_declares_invalid_is_deauthorized(
+    make_registered_rig, csms, tx_audit
+):
+    rig = await make_registered_rig(
+        ocpp={"AllowOfflineTxForUnknownId": True, "StopTransactionOnInvalidId": True}
+    )
+    impostor = "DEADBEEF"  # unknown to the CSMS: its StartTransaction.conf says Invalid
+    await cut(rig)
+    await rig.plug(1)
+    await rig.card(impostor)
+    await rig.charge(1)
+    await rig.wait_connector(1, "Charging")
+    await restore(rig)
+    # Once the CSMS's verdict is in, the session ends; the CSMS hears why, once.
+    await rig.wait_status(
+        lambda s: s["connectors"][0]["transaction_local_id"] is None, what="session ended"
+    )
+    c = await rig.connector(1)
+    assert c["contactor_closed"] is False and c["offered_current_a"] is None
+    await drained(rig)
+    ((tx_id, msgs),) = tx_audit().check().items()
+    assert [m.action for m in msgs] == ["StartTransaction", "StopTransaction"]
+    assert msgs[-1].payload["reason"] == "DeAuthorized"
+    assert msgs[-1].payload["transactionId"] == tx_id

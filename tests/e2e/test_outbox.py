@@ -162,3 +162,67 @@ async def test_a_silent_csms_loses_nothing(make_rig, csms, start_charging, tx_au
     delivered = {audit.identity(m) for m in msgs}
     assert audit.identity(unanswered[0]) in delivered
     assert all(audit.answer(r) is None for r in unanswered)
+
+
+async def test_a_start_refused_every_time_takes_its_later_messages_with_it(
+    make_registered_rig, csms, start_charging, tx_audit
+):
+    """Never a made-up transactionId: without the CSMS's id, nothing of it is sent."""
+    rig = await make_registered_rig(
+        ocpp={
+            "MeterValueSampleInterval": 1,
+            "TransactionMessageAttempts": 2,
+            "TransactionMessageRetryInterval": 0,
+        }
+    )
+    csms.callerror_actions = {"StartTransaction"}
+    await rig.plug(1)
+    await rig.card(CARD)
+    await rig.charge(1)
+    await rig.wait_connector(1, "Charging")
+    await csms.wait_for("StartTransaction", count=2)
+    await asyncio.sleep(1.5)  # samples are taken meanwhile
+    await rig.card(CARD)
+    await rig.wait_connector(1, "Finishing")
+    await drained(rig)
+    assert len(received(csms, "StartTransaction")) == 2
+    assert received(csms, "MeterValues") == []
+    assert received(csms, "StopTransaction") == []
+    assert tx_audit().check() == {}
+
+    # The next session is not held up by the lost one.
+    csms.callerror_actions = set()
+    await rig.unplug(1)
+    await rig.wait_connector(1, "Available")
+    await start_charging(rig)
+    await rig.card(CARD)
+    await drained(rig)
+    ((_, msgs),) = tx_audit().check().items()
+    assert msgs[-1].action == "StopTransaction"
+
+
+async def test_a_refused_stop_is_given_up_after_the_attempts_and_the_next_session_goes_on(
+    make_registered_rig, csms, start_charging, tx_audit
+):
+    rig = await make_registered_rig(
+        ocpp={"TransactionMessageAttempts": 2, "TransactionMessageRetryInterval": 0}
+    )
+    first = await start_charging(rig)
+    csms.callerror_actions = {"StopTransaction"}
+    await rig.card(CARD)
+    await csms.wait_for("StopTransaction", count=2)
+    await drained(rig)
+    assert len(received(csms, "StopTransaction")) == 2
+    csms.callerror_actions = set()
+    await rig.unplug(1)
+    await rig.wait_connector(1, "Available")
+    second = await start_charging(rig)
+    await rig.card(CARD)
+    (stop, *_) = await csms.wait_for(
+        "StopTransaction", predicate=lambda r: r.time > second.time, timeout=10
+    )
+    await drained(rig)
+    audit = tx_audit()
+    assert stop.payload["transactionId"] == audit.assigned_id(second)
+    assert audit.assigned_id(second) != audit.assigned_id(first)
+    assert [r.action for r in audit.of("StopTransaction")] == ["StopTransaction"]

@@ -30,6 +30,7 @@ CARD = "0A1B2C3D"
 IN_FLIGHT = timedelta(milliseconds=100)
 SLACK = timedelta(milliseconds=500)
 SLOW_CSMS_S = 1.0
+TX_ACTIONS = ("StartTransaction", "MeterValues", "StopTransaction")
 
 
 def now() -> datetime:
@@ -191,4 +192,39 @@ async def test_kill_9_then_restart(stage, make_registered_rig, csms, tx_audit):
     assert len(audit.of("StartTransaction")) == len(tx_audit().of("StartTransaction"))
     await rig.unplug(1)
     c = await rig.wait_connector(1, "Available")
+    assert c["contactor_closed"] is False
+
+
+async def test_killed_again_before_the_power_loss_stop_went_out(
+    make_registered_rig, csms, tx_audit
+):
+    """Two power cuts in a row: the second start must not close the transaction again."""
+    rig = await make_registered_rig(ocpp={"MeterValueSampleInterval": 1})
+    await charging(rig, csms)
+    await csms.wait_for("MeterValues")
+    rig.kill9()
+    seen = len(csms.received)
+    await rig.start()
+    # Killed again as soon as the replay begins (the PowerLoss stop is queued by then).
+    async with asyncio.timeout(10):
+        while not [r for r in csms.received[seen:] if r.action in TX_ACTIONS]:
+            await asyncio.sleep(0.005)
+    t_kill = now()
+    rig.kill9()
+    await rig.start()
+    await rig.wait_status(
+        lambda s: s["ocpp"]["connected"] and s["ocpp"]["outbox_pending"] == 0,
+        timeout=15,
+        what="everything delivered",
+    )
+    audit = tx_audit()
+
+    def in_flight_at_kill(record) -> bool:
+        answered = audit.answered_at(record)
+        return answered is not None and answered >= t_kill - IN_FLIGHT
+
+    ((_, msgs),) = audit.check(allow_duplicate_of=in_flight_at_kill).items()
+    stops = [m for m in msgs if m.action == "StopTransaction"]
+    assert [s.payload["reason"] for s in stops] == ["PowerLoss"]
+    c = await rig.wait_connector(1, "Preparing")
     assert c["contactor_closed"] is False
