@@ -6,7 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from chargerd.chaoslib.invariants import (
+from chargerd.chaoslib.invariants import check_session
+from chargerd.chaoslib.journal import Exchange
+from chargerd.chaoslib.records import (
     DiskFull,
     Event,
     FaultWindow,
@@ -14,9 +16,7 @@ from chargerd.chaoslib.invariants import (
     Knowledge,
     Sample,
     StationTx,
-    check_session,
 )
-from chargerd.chaoslib.journal import Exchange
 
 T0 = 1_800_000_000.0  # epoch seconds of the synthetic session
 

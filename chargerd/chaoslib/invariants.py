@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from chargerd.chaoslib.journal import Exchange
+from chargerd.chaoslib.records import Kill, Knowledge, Sample, Verdict
 
 TX_ACTIONS = ("StartTransaction", "MeterValues", "StopTransaction")
 ENERGY = "Energy.Active.Import.Register"
@@ -49,77 +50,6 @@ FAULT_CODES: dict[str, tuple[str, str]] = {
 NOTIFY_GRACE = 3.0
 
 
-# -- what the rig knows ---------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Kill:
-    """SIGKILL sent at ``before``; the process was gone at ``after`` (epoch seconds)."""
-
-    before: float
-    after: float
-    when: str = ""  # "start", "charging", "stop", "replay", "idle": for the summary
-
-
-@dataclass(frozen=True, slots=True)
-class StationTx:
-    """One row of the station's own transactions table, read after the session."""
-
-    local_id: int
-    connector_id: int
-    id_tag: str
-    meter_start_wh: float
-    start_time: str
-    state: str
-    transaction_id: int | None
-    stop_reason: str | None
-    meter_stop_wh: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """A `chargerctl status` snapshot taken at ``time`` (epoch seconds)."""
-
-    time: float
-    status: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class FaultWindow:
-    """A hardware fault injected from ``on`` to ``off``.
-
-    ``healthy``: the CSMS answered normally and the station was registered and
-    connected throughout, so a StatusNotification is owed.
-    """
-
-    kind: str
-    connector: int | None
-    on: float
-    off: float
-    healthy: bool
-
-
-@dataclass(frozen=True, slots=True)
-class DiskFull:
-    """A card presented on a plugged, idle connector while the state disk was full."""
-
-    time: float
-    armed: bool  # the disk really was full (filler written, WAL truncated)
-    refused_logged: bool  # the daemon logged that it refused the transaction
-    started: bool  # a transaction started anyway
-    daemon_alive: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Something the rig did that can end a transaction, from ``start`` to ``end``."""
-
-    kind: str  # "card", "remote_stop", "unplug", "fault", "term"
-    connector: int | None  # None: any connector (a card, a station-wide fault)
-    start: float
-    end: float
-
-
 #: Stop reason -> the rig events that can explain it (PowerLoss is judged by the kills).
 REASON_EVIDENCE: dict[str, tuple[str, ...]] = {
     "Local": ("card",),
@@ -129,42 +59,6 @@ REASON_EVIDENCE: dict[str, tuple[str, ...]] = {
     "Reboot": ("term",),
     "DeAuthorized": ("card", "remote_start"),
 }
-
-
-@dataclass
-class Knowledge:
-    attempts: int  # TransactionMessageAttempts the station ran with
-    kills: list[Kill] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
-    station_txs: list[StationTx] = field(default_factory=list)
-    samples: list[Sample] = field(default_factory=list)
-    faults: list[FaultWindow] = field(default_factory=list)
-    disk_full: list[DiskFull] = field(default_factory=list)
-    call_timeout: float = 30.0
-    outbox_left: int = 0
-    integrity: str = "ok"
-    settled: bool = True
-    settle_detail: str = ""
-    final_exit_code: int | None = 0
-    unexpected_exits: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class Violation:
-    rule: str
-    detail: str
-
-    def __str__(self) -> str:
-        return f"{self.rule}: {self.detail}"
-
-
-@dataclass
-class Verdict:
-    violations: list[Violation] = field(default_factory=list)
-    counts: Counter[str] = field(default_factory=Counter)
-
-    def add(self, rule: str, detail: str) -> None:
-        self.violations.append(Violation(rule, detail))
 
 
 # -- helpers ----------------------------------------------------------------------------

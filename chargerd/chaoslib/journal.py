@@ -70,6 +70,16 @@ class Journal:
             self._tasks.append(task)
         return self._connections[key]
 
+    def answered(self, frame: str) -> Exchange | None:
+        """The Exchange an outgoing CALLRESULT/CALLERROR frame answers, if any."""
+        try:
+            msg = json.loads(frame)
+        except ValueError:
+            return None
+        if isinstance(msg, list) and len(msg) >= 2 and msg[0] in (3, 4):
+            return self._by_id.get(str(msg[1]))
+        return None
+
     def on_frame(self, rec: FrameRecord) -> None:
         if rec.cp_id != self.cp_id:
             return

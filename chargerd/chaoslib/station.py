@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from chargerd.benchcsms.csms import BenchCsms
-from chargerd.chaoslib.invariants import Kill, Sample, StationTx
 from chargerd.chaoslib.journal import Journal
+from chargerd.chaoslib.records import Kill, Sample, StationTx
 from chargerd.rig import RigCommandError, StationRig
 
 log = logging.getLogger(__name__)
