@@ -163,9 +163,19 @@ class TxAudit:
         got = self.answers.get(record.unique_id)
         return got[1] if got else None
 
+    def accepted(self, record) -> bool:
+        """Answered with a CALLRESULT the station can apply (a StartTransaction.conf
+        without a transactionId fails validation: an attempt, not a delivery)."""
+        answer = self.answer(record)
+        if answer is None or answer[0] != 3:
+            return False
+        if record.action == "StartTransaction":
+            return isinstance(answer[2], dict) and "transactionId" in answer[2]
+        return True
+
     @property
     def delivered(self) -> list:
-        return [r for r in self.attempts if (self.answer(r) or [None])[0] == 3]
+        return [r for r in self.attempts if self.accepted(r)]
 
     def of(self, action: str) -> list:
         return [r for r in self.delivered if r.action == action]

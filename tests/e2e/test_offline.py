@@ -288,3 +288,43 @@ async def test_an_offline_start_the_csms_then_declares_invalid_is_deauthorized(
     assert [m.action for m in msgs] == ["StartTransaction", "StopTransaction"]
     assert msgs[-1].payload["reason"] == "DeAuthorized"
     assert msgs[-1].payload["transactionId"] == tx_id
+
+
+async def test_a_station_that_never_reached_the_csms_delivers_after_its_boot(make_rig, tx_audit):
+    """Powered up with the CSMS away: sessions go on, and nothing precedes the boot."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rig = await make_rig(
+        start=False, ocpp={"MeterValueSampleInterval": 1, "AllowOfflineTxForUnknownId": True}
+    )
+    rig.csms_url = f"ws://127.0.0.1:{port}/ocpp"
+    rig.write_config()
+    await rig.start()
+    await rig.plug(1)
+    await rig.card(CARD)
+    await rig.charge(1)
+    await rig.wait_connector(1, "Charging")
+    await queued_at_least(rig, 3)
+    await rig.card(CARD)
+    await rig.wait_connector(1, "Finishing")
+    queued = (await rig.status())["ocpp"]["outbox_pending"]
+
+    late = BenchCsms()
+    late.cards[CARD] = "Accepted"
+    await late.start("127.0.0.1", port)
+    try:
+        await late.wait_connected(CP, timeout=10)
+        await rig.wait_status(
+            lambda s: s["ocpp"]["outbox_pending"] == 0, timeout=10, what="backlog delivered"
+        )
+        assert late.received[0].action == "BootNotification"
+        by_tx = tx_audit(servers=[late]).check()
+        ((_, msgs),) = by_tx.items()
+        assert len(msgs) == queued
+        assert msgs[-1].payload["reason"] == "Local"
+    finally:
+        await rig.stop()
+        await late.stop()

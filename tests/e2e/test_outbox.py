@@ -226,3 +226,29 @@ async def test_a_refused_stop_is_given_up_after_the_attempts_and_the_next_sessio
     assert stop.payload["transactionId"] == audit.assigned_id(second)
     assert audit.assigned_id(second) != audit.assigned_id(first)
     assert [r.action for r in audit.of("StopTransaction")] == ["StopTransaction"]
+
+
+async def test_an_invalid_callresult_counts_as_a_failed_attempt(make_rig, csms, tx_audit):
+    """A StartTransaction.conf without a transactionId is not applied; the start is retried."""
+    rig = await started_with_call_timeout(make_rig, 3, ocpp={"TransactionMessageRetryInterval": 1})
+    await rig.card(CARD)  # authorized first, the EV plugged after: the start follows the plug
+    await rig.wait_status(lambda s: s["connectors"][0]["id_tag"] == CARD, what="authorized")
+    csms.hang = True  # so that the test answers the StartTransaction itself
+    await rig.plug(1)
+    await rig.charge(1)
+    (first,) = await csms.wait_for("StartTransaction")
+    csms.hang = False
+    await csms.send_raw(CP, json.dumps([3, first.unique_id, {"idTagInfo": {"status": "Accepted"}}]))
+    await rig.wait_status(
+        lambda s: s["connectors"][0]["transaction_id"] is not None, what="the CSMS's id"
+    )
+    starts = received(csms, "StartTransaction")
+    assert len(starts) == 2 and starts[1].time - starts[0].time >= timedelta(seconds=0.9)
+    audit = tx_audit()
+    assert (await rig.connector(1))["transaction_id"] == audit.assigned_id(starts[1])
+    await rig.card(CARD)
+    await drained(rig)
+    audit = tx_audit()
+    assert not audit.accepted(first)
+    ((tx_id, msgs),) = audit.check().items()
+    assert msgs[0] is starts[1] and msgs[-1].payload["transactionId"] == tx_id
