@@ -92,6 +92,9 @@ class ConnectorRuntime:
     sample: MeterSample | None = None
     sample_at: float = -1e9
     busy: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # A stop the store could not record (full disk): (reason, id_tag), retried each second.
+    stop_pending: tuple[str, str | None] | None = None
+    stop_retry_at: float = 0.0
 
     @property
     def in_use(self) -> bool:
@@ -195,6 +198,13 @@ class ConnectorSupervisor:
                     conn.authorization = None
                 elif ev.plugged and conn.operative and self.station_operative:
                     await self._start(conn)
+            if (
+                conn.tx is not None
+                and conn.stop_pending is not None
+                and self._clock.monotonic() >= conn.stop_retry_at
+            ):
+                reason, id_tag = conn.stop_pending
+                await self._stop(conn, reason, id_tag=id_tag)
             if conn.tx is not None:
                 await self._supervise_tx(conn)
             await self._drive_contactor(conn)
@@ -248,6 +258,7 @@ class ConnectorSupervisor:
         hw = conn.hw
         want = (
             conn.tx is not None
+            and conn.stop_pending is None
             and conn.ev_state.requesting
             and hw.pilot.offered_current_a is not None
             and not (conn.faults & UNSAFE_FAULTS)
@@ -349,7 +360,31 @@ class ConnectorSupervisor:
             return
         sample = await self._read_meter(conn, fresh=True)
         owner = conn.tx.id_tag
-        self.transactions.end(conn, reason=reason, sample=sample, id_tag=id_tag)
+        try:
+            self.transactions.end(conn, reason=reason, sample=sample, id_tag=id_tag)
+        except Exception as exc:
+            # Safety before bookkeeping: a stop the store cannot write ahead (a full disk,
+            # an I/O error) still cuts the energy and frees the cable; the transaction
+            # stays open and its stop is written on a later pass (or, if the process dies
+            # first, it ends as PowerLoss at the next start).
+            first = conn.stop_pending is None
+            conn.stop_pending = (reason, id_tag)
+            conn.stop_retry_at = self._clock.monotonic() + 1.0
+            if not first:
+                return
+            log.error(
+                "connector %d: cannot record the stop of transaction %d (%s); energy cut, "
+                "the stop is retried until the store takes it",
+                conn.id,
+                conn.tx.local_id,
+                exc,
+            )
+            conn.hw.pilot.set_offered_current(None)
+            await self._force_open(conn)
+            if conn.hw.lock is not None and reason in UNLOCK_AFTER:
+                await self._unlock(conn)
+            return
+        conn.stop_pending = None
         conn.hw.pilot.set_offered_current(None)
         await self._force_open(conn)
         conn.finishing = conn.ev_state.plugged and not unplugged
