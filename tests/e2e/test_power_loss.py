@@ -228,3 +228,49 @@ async def test_killed_again_before_the_power_loss_stop_went_out(
     assert [s.payload["reason"] for s in stops] == ["PowerLoss"]
     c = await rig.wait_connector(1, "Preparing")
     assert c["contactor_closed"] is False
+
+
+async def test_two_connectors_offline_then_a_power_cut(make_rig, csms, tx_audit):
+    """Two sessions interleaved in one queue, begun offline, cut by a kill: each gets its id."""
+    other = "0A1B2C3E"
+    csms.cards[other] = "Accepted"
+    rig = await make_rig(
+        connectors=2,
+        ocpp={"MeterValueSampleInterval": 1, "AllowOfflineTxForUnknownId": True},
+    )
+    await rig.wait_status(
+        lambda s: s["ocpp"]["registration"] == "Accepted", timeout=15, what="registration"
+    )
+    await offline(rig)
+    for n, card in ((1, CARD), (2, other)):
+        await rig.plug(n)
+        await rig.wait_connector(n, "Preparing")
+        await rig.card(card)
+        await rig.charge(n)
+        await rig.wait_connector(n, "Charging")
+    await rig.wait_status(lambda s: s["ocpp"]["outbox_pending"] >= 6, what="samples queued")
+    await rig.card(CARD)  # the first session ends; the second is cut by the kill
+    await rig.wait_connector(1, "Finishing")
+    await asyncio.sleep(1.1)
+    t_kill = now()
+    rig.kill9()
+    await rig.start()
+    await rig.wait_status(
+        lambda s: s["ocpp"]["connected"] and s["ocpp"]["outbox_pending"] == 0,
+        timeout=15,
+        what="everything delivered",
+    )
+    by_tx = tx_audit().check()
+    assert len(by_tx) == 2
+    by_connector = {msgs[0].payload["connectorId"]: msgs for msgs in by_tx.values()}
+    assert by_connector[1][0].payload["idTag"] == CARD
+    assert by_connector[2][0].payload["idTag"] == other
+    assert by_connector[1][-1].payload["reason"] == "Local"
+    assert by_connector[2][-1].payload["reason"] == "PowerLoss"
+    assert parse_iso(by_connector[2][-1].payload["timestamp"]) <= t_kill
+    for connector, msgs in by_connector.items():
+        assert all(m.payload.get("connectorId", connector) == connector for m in msgs)
+        assert len(msgs) >= 3  # samples of both went through, each to its own transaction
+    for n in (1, 2):
+        c = await rig.wait_connector(n, "Preparing")
+        assert c["contactor_closed"] is False
