@@ -145,6 +145,7 @@ class PeriodicTask:
         self._tick = tick
         self._clock = clock
         self._wake = asyncio.Event()
+        self._failing = False  # a failure was logged at ERROR; quiet until a tick succeeds
 
     def poke(self) -> None:
         self._wake.set()
@@ -166,7 +167,19 @@ class PeriodicTask:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("periodic task %s failed; it will run again next period", self.name)
+                # Once at ERROR with the traceback, then quietly: a full disk would
+                # otherwise log a traceback every MeterValueSampleInterval.
+                if not self._failing:
+                    log.exception(
+                        "periodic task %s failed; it will run again each period", self.name
+                    )
+                    self._failing = True
+                else:
+                    log.debug("periodic task %s failed again", self.name, exc_info=True)
+            else:
+                if self._failing:
+                    log.info("periodic task %s runs again", self.name)
+                    self._failing = False
 
 
 class MeterSampler:

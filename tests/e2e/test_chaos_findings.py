@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 pytestmark = pytest.mark.e2e
@@ -67,6 +69,9 @@ async def test_a_stop_the_full_disk_cannot_record_still_cuts_the_energy(tiny_sta
     assert tinydisk.truncate_wal(tiny_state / "chargerd.db")
     tinydisk.fill(tiny_state)
     try:
+        await asyncio.sleep(2.3)  # two MeterValues samples that cannot be written
+        failures = rig.log_path.read_text().count("periodic task sampled meter values failed")
+        assert failures == 1  # logged once, then quietly
         await rig.card(CARD)
         st = await rig.wait_status(
             lambda s: not s["connectors"][0]["contactor_closed"], what="contactor open"
