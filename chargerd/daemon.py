@@ -198,6 +198,17 @@ class Daemon:
             cafile=str(self.cfg.csms.ca_file) if self.cfg.csms.ca_file else None
         )
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.cfg.csms.security_profile == 3:
+            cert = self.cfg.paths.certs_dir / "charge_point.pem"
+            key = self.cfg.paths.certs_dir / "charge_point.key"
+            if cert.exists():
+                ctx.load_cert_chain(str(cert), str(key) if key.exists() else None)
+            else:
+                log.error(
+                    "security profile 3 needs a client certificate at %s; the CSMS will "
+                    "refuse the TLS handshake without it",
+                    cert,
+                )
         return ctx
 
     def _basic_auth(self) -> tuple[str, str] | None:

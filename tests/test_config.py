@@ -345,3 +345,44 @@ def test_non_finite_number_refused(tmp_path: Path) -> None:
     err = error_of(write(tmp_path, BENCH + "\n[hardware.mock]\nvoltage_v = nan\n"))
     assert err.key == "hardware.mock.voltage_v"
     assert "found nan" in str(err)
+
+
+def test_link_and_current_limits_have_defaults_and_can_be_set(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, BENCH))
+    assert cfg.station.max_current_a == 32.0
+    assert (cfg.csms.call_timeout_s, cfg.csms.max_frame_bytes, cfg.csms.ca_file) == (
+        30.0,
+        65536,
+        None,
+    )
+    text = BENCH.replace("connectors = 2", "connectors = 2\nmax_current_a = 16").replace(
+        'url = "ws://127.0.0.1:9000"',
+        'url = "ws://127.0.0.1:9000"\ncall_timeout_s = 5\nmax_frame_bytes = 4096\n'
+        'ca_file = "ca.pem"',
+    )
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.station.max_current_a == 16.0
+    assert (cfg.csms.call_timeout_s, cfg.csms.max_frame_bytes) == (5.0, 4096)
+    assert cfg.csms.ca_file == tmp_path / "etc" / "ca.pem"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "keypath"),
+    [
+        ("connectors = 2", "connectors = 2\nmax_current_a = 100", "station.max_current_a"),
+        ("connectors = 2", "connectors = 2\nmax_current_a = 5", "station.max_current_a"),
+        (
+            'url = "ws://127.0.0.1:9000"',
+            'url = "ws://127.0.0.1:9000"\nmax_frame_bytes = 10',
+            "csms.max_frame_bytes",
+        ),
+        (
+            'url = "ws://127.0.0.1:9000"',
+            'url = "ws://127.0.0.1:9000"\ncall_timeout_s = 0',
+            "csms.call_timeout_s",
+        ),
+    ],
+)
+def test_limits_out_of_range_are_refused(tmp_path: Path, old: str, new: str, keypath: str):
+    err = error_of(write(tmp_path, BENCH.replace(old, new)))
+    assert keypath in str(err)

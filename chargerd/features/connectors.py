@@ -214,6 +214,17 @@ class ConnectorSupervisor:
         """A fresh reading (the last good one when the meter is silent)."""
         return await self._read_meter(conn, fresh=True)
 
+    async def read_meter_now(self, conn: ConnectorRuntime) -> MeterSample | None:
+        """A reading taken now, or None when the meter does not answer.
+
+        Meter values sent to the CSMS must be measurements: while the meter is silent
+        none are sent, rather than the last good reading under a fresh timestamp.
+        """
+        sample = await self._read_meter(conn, fresh=True)
+        if Fault.METER_FAILURE in conn.hw.meter.faults():
+            return None
+        return sample
+
     async def _read_meter(
         self, conn: ConnectorRuntime, *, fresh: bool = False
     ) -> MeterSample | None:

@@ -218,7 +218,7 @@ class MeterSampler:
         for conn in list(self._sup.connectors.values()):
             if conn.tx is None:
                 continue
-            reading = await self._sup.read_meter(conn)
+            reading = await self._sup.read_meter_now(conn)
             if reading is None:
                 continue
             if interval > 0 and measurands:
@@ -284,7 +284,7 @@ class MeterSampler:
         for conn in list(self._sup.connectors.values()):
             if not measurands and conn.tx is None:
                 continue
-            reading = await self._sup.read_meter(conn)
+            reading = await self._sup.read_meter_now(conn)
             if reading is None:
                 continue
             offered = conn.hw.pilot.offered_current_a

@@ -399,3 +399,33 @@ async def test_a_clock_set_back_does_not_send_the_same_aligned_instant_twice(mak
                 await asyncio.sleep(0.01)
     finally:
         loop.cancel()
+
+
+async def test_a_silent_meter_sends_no_values_rather_than_stale_ones(make_bench):
+    b = await charging_bench(
+        make_bench,
+        MeterValueSampleInterval=60,
+        MeterValuesSampledData=ENERGY,
+        MeterValuesAlignedData=ENERGY,
+    )
+    live: list = []
+    sampler = MeterSampler(
+        supervisor=b.supervisor,
+        transactions=b.transactions,
+        config=b.config,
+        clock=b.clock,
+        send_live=lambda *a: live.append(a),
+    )
+    b.sim.fault("meter_silent", True, connector=1)
+    b.clock.advance(60)
+    await sampler.sample()
+    await sampler.aligned()
+    assert [r["action"] for r in b.outbox_rows()] == ["StartTransaction"]
+    b.sim.fault("meter_silent", False, connector=1)
+    b.clock.advance(60)
+    await sampler.sample()
+    actions = [r["action"] for r in b.outbox_rows()]
+    assert actions == ["StartTransaction", "MeterValues"]
+    mv = json.loads(b.outbox_rows()[1]["payload"])
+    # The register kept counting while the bus was silent: two minutes of 22.08 kW.
+    assert float(mv["meterValue"][0]["sampledValue"][0]["value"]) == pytest.approx(736.0)
