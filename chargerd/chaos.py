@@ -27,9 +27,11 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from collections import Counter
 from pathlib import Path
 
+from chargerd.chaoslib.records import Verdict
 from chargerd.chaoslib.session import SessionResult, SessionSpec, run_session
 
 log = logging.getLogger("chargerd.chaos")
@@ -48,6 +50,7 @@ HEADLINE = (
     "re-sent after a late CALLRESULT",
     "dropped after TransactionMessageAttempts CALLERRORs",
     "transactions refused on a full disk",
+    "charges stopped on a full disk",
     "meter register behind after a kill (mock persists 1/s)",
 )
 
@@ -104,7 +107,10 @@ async def run(args: argparse.Namespace) -> list[SessionResult]:
             f"{', state on a tiny disk' if spec.tiny_disk else ''} ...",
             flush=True,
         )
-        result = await run_session(spec)
+        try:
+            result = await run_session(spec)
+        except Exception:  # a broken session is reported, the run goes on
+            result = aborted(spec, traceback.format_exc())
         results.append(result)
         n = len(result.verdict.violations)
         injected = ", ".join(f"{k} {v}" for k, v in sorted(result.injected.items()))
@@ -118,6 +124,22 @@ async def run(args: argparse.Namespace) -> list[SessionResult]:
             print(f"  VIOLATION {v}", flush=True)
         index += 1
     return results
+
+
+def aborted(spec: SessionSpec, trace: str) -> SessionResult:
+    """The result of a session that crashed the runner itself: one violation, the traceback."""
+    verdict = Verdict()
+    verdict.add("session aborted", trace.strip().splitlines()[-1] + "\n" + trace)
+    return SessionResult(
+        index=spec.index,
+        cp_id=f"CHAOS-{spec.seed}-{spec.index}",
+        verdict=verdict,
+        injected=Counter(),
+        steps=0,
+        seconds=0.0,
+        log_path=spec.workdir / "daemon.log",
+        connectors=0,
+    )
 
 
 def summarize(results: list[SessionResult], seed: int, elapsed: float) -> dict:

@@ -259,3 +259,12 @@ def test_a_full_disk_must_refuse_loudly():
     r.k.disk_full.append(DiskFull(T0, armed=True, refused_logged=False, started=True,
                                   daemon_alive=False))  # fmt: skip
     assert r.check() == ["died on a full disk", "started on a full disk"]
+
+
+def test_a_full_disk_must_not_keep_a_charge_going():
+    r = Records()
+    r.k.disk_full.append(DiskFull(T0, True, False, False, True, kind="stop", energy_cut=True))
+    assert r.check() == []
+    assert r.counts()["charges stopped on a full disk"] == 1
+    r.k.disk_full.append(DiskFull(T0, True, False, False, True, kind="stop", energy_cut=False))
+    assert r.check() == ["kept charging on a full disk"]

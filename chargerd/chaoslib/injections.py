@@ -316,9 +316,17 @@ class Injections:
     # -- injections: the disk -------------------------------------------------------------------
 
     async def _inject_disk_full(self) -> None:
-        """Fill the state disk, present a card on a plugged idle connector, then free it."""
+        """Fill the state disk, present a card, then free it.
+
+        Either a card on a plugged idle connector (the start must be refused, with a
+        log line) or the owner's card on a charging one (the energy must stop even
+        though the stop cannot be written yet; it is written once there is room).
+        """
         for kind in list(self.conditions):
             await self._heal(kind)
+        if self.rng.random() < 0.5:
+            await self._disk_full_stop()
+            return
         st = await self.st.wait_for(
             lambda s: is_online(s) and s["ocpp"]["outbox_pending"] == 0,
             timeout=20,
@@ -330,13 +338,11 @@ class Injections:
         for c in st["connectors"]:
             if c["transaction_local_id"] is not None and c["id_tag"]:
                 await self._card(c["id_tag"])
-        st = await self.st.wait_for(no_transaction, timeout=5, what="no transaction")
-        if st is None or st["ocpp"]["outbox_pending"]:
-            st = await self.st.wait_for(
-                lambda s: no_transaction(s) and s["ocpp"]["outbox_pending"] == 0,
-                timeout=20,
-                what="quiet",
-            )
+        st = await self.st.wait_for(
+            lambda s: no_transaction(s) and s["ocpp"]["outbox_pending"] == 0,
+            timeout=20,
+            what="quiet",
+        )
         if st is None:
             self.notes.append("a disk-full episode was skipped: transactions did not end")
             return
@@ -345,11 +351,8 @@ class Injections:
             await self.st.sim("sim.plug", connector=target["id"])
         await self.st.sim("sim.charge", connector=target["id"])
         await self.st.wait_for(lambda s: s["connectors"][0]["ev_state"] != "A", timeout=3, what="")
-        state_dir = Path(self.st.rig.state_dir)
         log_start = self.st.rig.log_path.stat().st_size
-        armed = tinydisk.truncate_wal(state_dir / "chargerd.db")
-        tinydisk.fill(state_dir)
-        t = time.time()
+        armed, t = self._fill()
         try:
             await self._card(self._free_card())
             st = await self.st.wait_for(
@@ -359,11 +362,37 @@ class Injections:
             )
             started = st is not None
             alive = self.st.rig.running
-            text = log_since(self.st.rig.log_path, log_start)
-            refused = "transaction refused" in text
+            refused = "transaction refused" in log_since(self.st.rig.log_path, log_start)
         finally:
-            tinydisk.free(state_dir)
+            tinydisk.free(Path(self.st.rig.state_dir))
         self.disk_full.append(DiskFull(t, armed, refused, started, alive))
+
+    def _fill(self) -> tuple[bool, float]:
+        state_dir = Path(self.st.rig.state_dir)
+        armed = tinydisk.truncate_wal(state_dir / "chargerd.db")
+        tinydisk.fill(state_dir)
+        return armed, time.time()
+
+    async def _disk_full_stop(self) -> None:
+        c = await self._charging()
+        if c is None or c["status"] != "Charging":
+            self.notes.append("a disk-full stop episode was skipped: nothing was charging")
+            return
+        n = c["id"]
+        armed, t = self._fill()
+        try:
+            await self._card(c["id_tag"])
+            st = await self.st.wait_for(
+                lambda s: not s["connectors"][n - 1]["contactor_closed"],
+                timeout=2.5,
+                what="the energy cut on a full disk",
+            )
+            cut = st is not None
+            alive = self.st.rig.running
+            await asyncio.sleep(self.rng.uniform(0.0, 1.5))
+        finally:
+            tinydisk.free(Path(self.st.rig.state_dir))
+        self.disk_full.append(DiskFull(t, armed, False, False, alive, "stop", cut))
 
 
 async def _nothing() -> None:

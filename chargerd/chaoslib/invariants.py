@@ -494,6 +494,12 @@ def check_disk_full(k: Knowledge, v: Verdict) -> None:
         if not d.armed:
             v.counts["disk full episodes not armed"] += 1
             continue
+        if d.kind == "stop":
+            if d.energy_cut:
+                v.counts["charges stopped on a full disk"] += 1
+            else:
+                v.add("kept charging on a full disk", f"at {d.time:.3f} the stop card was ignored")
+            continue
         if d.started:
             v.add("started on a full disk", f"at {d.time:.3f} a transaction started anyway")
         elif not d.refused_logged:

@@ -62,13 +62,20 @@ class FaultWindow:
 
 @dataclass(frozen=True, slots=True)
 class DiskFull:
-    """A card presented on a plugged, idle connector while the state disk was full."""
+    """A card presented while the state disk was full.
+
+    ``kind`` "start": on a plugged idle connector (the transaction must be refused,
+    loudly); "stop": the owner's card on a charging connector (the energy must be
+    cut although the stop cannot be written yet).
+    """
 
     time: float
     armed: bool  # the disk really was full (filler written, WAL truncated)
     refused_logged: bool  # the daemon logged that it refused the transaction
     started: bool  # a transaction started anyway
     daemon_alive: bool
+    kind: str = "start"
+    energy_cut: bool = False  # "stop": the contactor was commanded open
 
 
 @dataclass(frozen=True, slots=True)

@@ -483,6 +483,23 @@ def test_a_bare_deep_array_is_refused_or_ignored(station):
     )
 
 
+def test_zy_a_frame_past_the_hard_ceiling_costs_only_the_connection(station):
+    """Beyond 4x max_frame_bytes websockets itself refuses to read (close 1009): the
+    station reconnects, and the CSMS gets its answers again on the new connection."""
+    huge = json.dumps([2, "huge", "DataTransfer", {"vendorId": "v", "data": "h" * 300_000}])
+    before = station.csms.connections(CP_ID)
+
+    async def go() -> None:
+        await station.csms.send_raw(CP_ID, huge)
+        await station.csms.wait_connected(CP_ID, timeout=15, count=before + 1)
+
+    station.run(go())
+    assert station.rig.running
+    station.connections_start = station.csms.connections(CP_ID)
+    exchange(station, json.dumps([2, "after-huge", "ClearCache", {}]),
+             Expect("result", "after-huge", action="ClearCache"))  # fmt: skip
+
+
 def test_zz_memory_stays_bounded(station):
     """Runs last in the module (pytest keeps file order), once the frame log is full.
 
