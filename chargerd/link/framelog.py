@@ -78,7 +78,13 @@ class FrameLog:
         self._subscribers: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._subscriber_queue = subscriber_queue
 
+    #: Longer frames are kept cut to this many characters: 2000 frames of up to
+    #: max_frame_bytes each would otherwise hold over 100 MB on a small board.
+    max_kept_chars = 8192
+
     def record(self, direction: Direction, frame: str) -> None:
+        if len(frame) > self.max_kept_chars:
+            frame = f"{frame[: self.max_kept_chars]}... ({len(frame)} characters, cut)"
         entry = {"time": iso(self._clock.now()), "direction": direction, "frame": frame}
         self._entries.append(entry)
         frame_logger.debug("%s %s", direction, frame)

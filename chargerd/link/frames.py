@@ -176,7 +176,8 @@ def _parse_call(msg: list) -> InboundCall | ReplyError:
 def _spec_error(exc: OCPPError) -> OCPPError:
     """ocpp's error with 1.6 spelling and JSON-safe details (its own hold the message object)."""
     cause = exc.details.get("cause") if isinstance(exc.details, dict) else None
-    details = {"cause": str(cause)} if cause else {}
+    # The cause may quote the offending value whole; a CALLERROR need not echo 64 KiB.
+    details = {"cause": _clip(str(cause))} if cause else {}
     if isinstance(exc, FormatViolationError):
         return FormationViolationError(description=exc.description, details=details)
     return type(exc)(description=exc.description, details=details)
@@ -228,3 +229,7 @@ async def check_outgoing_call(action: str, payload: dict[str, Any]) -> None:
         _validate_inline(Call("-", action, payload), OCPP_VERSION)
     except OCPPError as exc:
         raise _spec_error(exc) from exc
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

@@ -501,7 +501,7 @@ def test_zy_a_frame_past_the_hard_ceiling_costs_only_the_connection(station):
 
 
 def test_zz_memory_stays_bounded(station):
-    """Runs last in the module (pytest keeps file order), once the frame log is full.
+    """Runs last in the module when run alone; fills the frame log itself in any case.
 
     The daemon keeps the last 2000 frames in its frame log (bounded by design) and
     nothing else per frame.  By now the examples above have filled that log, so
@@ -511,7 +511,8 @@ def test_zz_memory_stays_bounded(station):
     1 MiB.  Over the whole module the growth is bounded by the log itself
     (2000 frames of at most 64 KiB: the big-frame test sent a few), with slack.
     """
-    assert station.examples > 1000
+    # Under xdist this may run on a worker where few examples ran before it: the first
+    # 1000 rounds below fill the frame log by themselves (4 frames a round trip).
     filler = "x" * 1000
     kinds = [
         json.dumps([2, "m-{}", "DataTransfer", {"vendorId": "v", "data": filler}]),

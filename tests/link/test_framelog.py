@@ -62,3 +62,11 @@ async def test_closed_subscription_stops_receiving():
         pass
     log.record("in", "x")
     assert [e async for e in sub] == []
+
+
+def test_a_huge_frame_is_kept_cut_so_the_log_stays_small():
+    log = FrameLog(maxlen=10)
+    log.record("in", "x" * 100_000)
+    (entry,) = log.tail(1)
+    assert len(entry["frame"]) < FrameLog.max_kept_chars + 100
+    assert "100000 characters, cut" in entry["frame"]
