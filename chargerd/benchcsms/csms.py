@@ -312,6 +312,16 @@ class BenchCsms:
             while not (self.is_connected(cp_id) and self.connections(cp_id) >= count):
                 await self._changed_wait()
 
+    def calls(self, action: str, cp_id: str | None = None, **match: Any) -> list[Record]:
+        """The received ``action`` CALLs (of ``cp_id``) whose payload has every ``match`` value."""
+        return [
+            r
+            for r in self.received
+            if r.action == action
+            and (cp_id is None or r.cp_id == cp_id)
+            and all(r.payload.get(k) == v for k, v in match.items())
+        ]
+
     async def wait_for(
         self,
         action: str,

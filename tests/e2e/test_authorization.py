@@ -22,13 +22,7 @@ UNKNOWN = "99887766"
 
 
 def sent(csms, action: str, **match) -> list:
-    return [
-        r
-        for r in csms.received
-        if r.cp_id == CP
-        and r.action == action
-        and all(r.payload.get(k) == v for k, v in match.items())
-    ]
+    return csms.calls(action, cp_id=CP, **match)
 
 
 async def settle(rig) -> None:

@@ -13,13 +13,7 @@ CARD = "0A1B2C3D"
 
 
 def sent(csms, action: str, **match) -> list:
-    return [
-        r
-        for r in csms.received
-        if r.cp_id == CP
-        and r.action == action
-        and all(r.payload.get(k) == v for k, v in match.items())
-    ]
+    return csms.calls(action, cp_id=CP, **match)
 
 
 async def status_sent(csms, connector: int, status: str, count: int = 1) -> None:

@@ -25,13 +25,7 @@ def app_user_known(csms):
 
 
 def sent(csms, action: str, **match) -> list:
-    return [
-        r
-        for r in csms.received
-        if r.cp_id == CP
-        and r.action == action
-        and all(r.payload.get(k) == v for k, v in match.items())
-    ]
+    return csms.calls(action, cp_id=CP, **match)
 
 
 async def ev_ready(rig, connector: int = 1) -> None:
