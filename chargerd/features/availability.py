@@ -92,9 +92,14 @@ class AvailabilityService:
         return call_result.ChangeAvailability(status=status)
 
     def _apply_station_schedule(self) -> None:
+        """After every transaction end: persist a connector's applied change, and apply a
+        station-wide one once the last transaction is over."""
         if self._station_scheduled is not None and all(
             c.tx is None for c in self._sup.connectors.values()
         ):
             self._sup.station_operative = self._station_scheduled
             self._station_scheduled = None
+            log.info(
+                "scheduled station availability applied (operative=%s)", self._sup.station_operative
+            )
         self._save()

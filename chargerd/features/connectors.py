@@ -411,10 +411,12 @@ class ConnectorSupervisor:
                 conn.id,
                 conn.operative,
             )
-            for cb in self.on_idle:
-                result = cb()
-                if asyncio.iscoroutine(result):
-                    await result
+        # Every end of a transaction: a station-wide change may have waited for this one
+        # even when the connector's own schedule was cancelled in the meantime.
+        for cb in self.on_idle:
+            result = cb()
+            if asyncio.iscoroutine(result):
+                await result
 
     async def _unlock(self, conn: ConnectorRuntime) -> bool:
         if conn.hw.lock is None:

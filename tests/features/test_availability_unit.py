@@ -176,3 +176,18 @@ async def test_a_waiting_authorization_is_withdrawn_when_the_connector_goes_inop
     b.sim.plug(1)
     await b.tick()
     assert b.conn(1).tx is None and b.conn(1).status == "Unavailable"
+
+
+async def test_a_station_schedule_survives_a_cancelled_connector_schedule(make_bench):
+    """ChangeAvailability(0, Inoperative) during a charge, then (1, Operative): the station
+    still goes out of service when the charge ends."""
+    b = make_bench(connectors=2)
+    svc = service(b)
+    await charging(b, 1)
+    assert status_of(svc.change_availability(connector_id=0, type="Inoperative")) == "Scheduled"
+    assert status_of(svc.change_availability(connector_id=1, type="Operative")) == "Accepted"
+    await b.supervisor.stop(b.conn(1), "Local")
+    await b.tick()
+    assert not b.supervisor.station_operative
+    assert b.supervisor.station_status(frozenset()) == ("Unavailable", "NoError")
+    assert not restarted(b).station_operative
