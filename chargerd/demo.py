@@ -68,7 +68,10 @@ def scenario(sock: Path) -> int:
     step("plug", "sim", "plug", "1", "--ev-max-current", "16")
     step("card", "sim", "card", DEMO_CARD)
     step("charge", "sim", "charge", "1")
-    st = wait(lambda s: s["connectors"][0]["status"] == "Charging")
+    st = wait(
+        lambda s: s["connectors"][0]["status"] == "Charging"
+        and (s["connectors"][0]["power_w"] or 0) > 0
+    )
     c = st.get("connectors", [{}])[0]
     print(
         f"  connector 1: {c.get('status')}, transaction {c.get('transaction_id')}, "

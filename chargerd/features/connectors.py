@@ -275,6 +275,7 @@ class ConnectorSupervisor:
             and not (conn.faults & UNSAFE_FAULTS)
         )
         if want and not hw.contactor.closed:
+            conn.sample_at = -1e9  # the power changes now: read the meter on the next pass
             try:
                 await hw.contactor.close()
                 log.info("connector %d: contactor closed, EV charging", conn.id)
