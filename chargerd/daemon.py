@@ -148,14 +148,12 @@ class Daemon:
             supervisor=self.supervisor,
             authorizer=self.authorizer,
             config=self.config,
-            clock=self.clock,
             online=self.boot.online,
         )
         self.remote = RemoteService(
             supervisor=self.supervisor,
             authorizer=self.authorizer,
             config=self.config,
-            clock=self.clock,
             online=self.boot.online,
             restart=self.request_restart,
         )
@@ -163,7 +161,6 @@ class Daemon:
             self.link.register(feature)
         self.link.add_connect_listener(self.boot.on_connect)
         self.link.add_disconnect_listener(self.boot.on_disconnect)
-        self.link.add_disconnect_listener(self.status.on_disconnect)
         self.config.watch("HeartbeatInterval", lambda _v: self.boot.heartbeat_changed())
         self.config.watch("MeterValueSampleInterval", lambda _v: self.sampler.periodic.poke())
         self.config.watch("ClockAlignedDataInterval", lambda _v: self.sampler.aligned_changed())

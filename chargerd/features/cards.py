@@ -17,7 +17,6 @@ from chargerd.features.authz import may_stop, same_id_tag
 from chargerd.features.connectors import ConnectorSupervisor
 
 if TYPE_CHECKING:
-    from chargerd.clock import Clock
     from chargerd.features.auth import Authorizer
     from chargerd.features.configuration import ConfigurationService
     from hal.interfaces import RfidReader
@@ -32,13 +31,11 @@ class CardService:
         supervisor: ConnectorSupervisor,
         authorizer: Authorizer,
         config: ConfigurationService,
-        clock: Clock,
         online: callable,
     ) -> None:
         self._sup = supervisor
         self._authorizer = authorizer
         self._config = config
-        self._clock = clock
         self._online = online
         self.last_card: str | None = None
 

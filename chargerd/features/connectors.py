@@ -112,7 +112,6 @@ class ConnectorSupervisor:
         config: ConfigurationService,
         clock: Clock,
         report_status: Callable[[int, str, str], None],
-        station_faults: Callable[[], frozenset[Fault]] = frozenset,
         max_current_a: float = 32.0,
         poll_s: float = 0.05,
         meter_poll_s: float = 1.0,
@@ -122,7 +121,6 @@ class ConnectorSupervisor:
         self._config = config
         self._clock = clock
         self._report_status = report_status
-        self._station_faults = station_faults
         self.max_current_a = max_current_a
         self._poll_s = poll_s
         self._meter_poll_s = meter_poll_s

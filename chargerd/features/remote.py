@@ -26,7 +26,6 @@ from ocpp.v16.enums import (
 from chargerd.features.connectors import ConnectorSupervisor
 
 if TYPE_CHECKING:
-    from chargerd.clock import Clock
     from chargerd.features.auth import Authorizer
     from chargerd.features.configuration import ConfigurationService
 
@@ -40,14 +39,12 @@ class RemoteService:
         supervisor: ConnectorSupervisor,
         authorizer: Authorizer,
         config: ConfigurationService,
-        clock: Clock,
         online: Callable[[], bool],
         restart: Callable[[str], Awaitable[None]],
     ) -> None:
         self._sup = supervisor
         self._authorizer = authorizer
         self._config = config
-        self._clock = clock
         self._online = online
         self._restart = restart
         # Connectors held for remote starts waiting on their Authorize.conf, per idTag in

@@ -49,9 +49,6 @@ class StatusPublisher:
             for r in self.reporter.pending_after_reconnect()
         ]
 
-    async def on_disconnect(self) -> None:
-        return None
-
     async def run(self) -> None:
         while True:
             for report in self.reporter.due(now=self._clock.monotonic()):

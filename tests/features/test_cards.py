@@ -38,7 +38,6 @@ def cards_for(b, online: bool = True) -> CardService:
         supervisor=b.supervisor,
         authorizer=b.authorizer,
         config=b.config,
-        clock=b.clock,
         online=lambda: online,
     )
 
