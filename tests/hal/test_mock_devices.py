@@ -12,19 +12,6 @@ from hal.interfaces import Fault, IndicatorState
 from hal.mock import open_mock_station
 
 
-class FakeMonotonic:
-    def __init__(self) -> None:
-        self.t = 7.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-@pytest.fixture
-def clock() -> FakeMonotonic:
-    return FakeMonotonic()
-
-
 @pytest.fixture
 async def hw(tmp_path, clock):
     station = open_mock_station(HardwareConfig(), tmp_path, connectors=1, monotonic=clock)

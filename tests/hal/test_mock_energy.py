@@ -12,19 +12,6 @@ from hal.interfaces import Fault
 from hal.mock import open_mock_station
 
 
-class FakeMonotonic:
-    def __init__(self) -> None:
-        self.t = 50.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-@pytest.fixture
-def clock() -> FakeMonotonic:
-    return FakeMonotonic()
-
-
 @pytest.fixture
 async def hw(tmp_path, clock):
     station = open_mock_station(HardwareConfig(), tmp_path, connectors=1, monotonic=clock)
@@ -162,7 +149,7 @@ async def test_a_silent_meter_raises_keeps_last_sample_and_catches_up(hw, clock)
     assert after.energy_wh == pytest.approx(11040)  # counted while silent
 
 
-async def test_the_register_continues_across_a_restart(tmp_path, clock):
+async def test_the_register_continues_across_a_restart(tmp_path, clock, another_clock):
     hw = open_mock_station(HardwareConfig(), tmp_path, connectors=2, monotonic=clock)
     await start_charging(hw, offer=16)
     clock.t += 3600
@@ -171,7 +158,7 @@ async def test_the_register_continues_across_a_restart(tmp_path, clock):
         11040
     )
 
-    restarted = FakeMonotonic()  # a new process: its monotonic clock starts elsewhere
+    restarted = another_clock()  # a new process: its monotonic clock starts elsewhere
     restarted.t = 3.0
     hw = open_mock_station(HardwareConfig(), tmp_path, connectors=2, monotonic=restarted)
     assert (await hw.connectors[0].meter.read()).energy_wh == pytest.approx(11040)

@@ -21,19 +21,6 @@ from hal.interfaces import (
 from hal.mock import FAULT_NAMES, MockStation, open_mock_station
 
 
-class FakeMonotonic:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-@pytest.fixture
-def clock() -> FakeMonotonic:
-    return FakeMonotonic()
-
-
 @pytest.fixture
 async def hw(tmp_path, clock):
     station = open_mock_station(HardwareConfig(), tmp_path, connectors=2, monotonic=clock)
