@@ -21,6 +21,7 @@ from chargerd.features.configuration import ConfigurationService, declare_core_k
 from chargerd.features.connectors import ConnectorRuntime, ConnectorSupervisor
 from chargerd.features.outbox import Outbox
 from chargerd.features.transactions import TransactionService
+from chargerd.link import CallErrorReceived, CallResultInvalid, CallTimeout, NotConnected
 from chargerd.store import Store
 from hal.config import HardwareConfig, MockConfig
 from hal.mock import MockStation, open_mock_station
@@ -160,6 +161,30 @@ class Bench:
             if cid == connector_id and (not out or out[-1] != status):
                 out.append(status)
         return out
+
+    async def deliver(self, timeout: float = 2.0) -> None:
+        """Run the outbox against the fake link until it is empty (a dying sender raises)."""
+        ready = asyncio.Event()
+        ready.set()
+        task = asyncio.create_task(
+            self.outbox.run(
+                self.link.call,
+                ready.wait,
+                errors=(CallErrorReceived, CallResultInvalid),
+                offline_errors=(NotConnected, CallTimeout),
+            )
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                while self.outbox.pending():
+                    if task.done():
+                        task.result()
+                    await asyncio.sleep(0.005)
+            for _ in range(3):
+                await asyncio.sleep(0)  # call_soon / create_task follow-ups
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     def outbox_rows(self) -> list[dict]:
         return [

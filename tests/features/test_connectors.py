@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sqlite3
 
 import pytest
-
-from chargerd.link import CallErrorReceived, CallResultInvalid, CallTimeout, NotConnected
 
 TAG = "0A1B2C3D"
 
@@ -35,28 +32,6 @@ async def charging(b, n: int = 1, **plug) -> None:
     b.sim.charge(n)
     await b.tick()
     assert b.conn(n).status == "Charging"
-
-
-async def deliver(b, timeout: float = 2.0) -> None:
-    ready = asyncio.Event()
-    ready.set()
-    task = asyncio.create_task(
-        b.outbox.run(
-            b.link.call,
-            ready.wait,
-            errors=(CallErrorReceived, CallResultInvalid),
-            offline_errors=(NotConnected, CallTimeout),
-        )
-    )
-    try:
-        async with asyncio.timeout(timeout):
-            while b.outbox.pending():
-                await asyncio.sleep(0.005)
-        for _ in range(3):
-            await asyncio.sleep(0)  # call_soon / create_task follow-ups
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 # -- a session -------------------------------------------------------------------------------
@@ -316,7 +291,7 @@ async def test_stop_transaction_on_invalid_id_stops_as_deauthorized(make_bench):
     await charging(b)
     b.link.answer("StartTransaction", {"transactionId": 9, "idTagInfo": {"status": "Invalid"}})
     b.link.default["StopTransaction"] = {}
-    await deliver(b)
+    await b.deliver()
     (stop,) = [p for _, p in b.link.sent("StopTransaction")]
     assert (stop["reason"], stop["transactionId"]) == ("DeAuthorized", 9)
     assert not snap(b)["contactor_commanded"] and b.conn(1).tx is None
@@ -328,7 +303,7 @@ async def test_max_energy_on_invalid_id_stops_the_energy_not_the_transaction(mak
     b = make_bench(ocpp={"StopTransactionOnInvalidId": False, "MaxEnergyOnInvalidId": 1000})
     await charging(b)
     b.link.answer("StartTransaction", {"transactionId": 9, "idTagInfo": {"status": "Blocked"}})
-    await deliver(b)
+    await b.deliver()
     assert b.conn(1).tx.invalid
     await b.run_for(120, step=10)  # 22.08 kW: 736 Wh
     assert stops(b) == [] and snap(b)["contactor_commanded"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from datetime import timedelta
@@ -12,7 +11,6 @@ import pytest
 from chargerd.clock import iso
 from chargerd.features.metering import ENERGY, POWER
 from chargerd.features.transactions import TransactionRefused, TransactionService
-from chargerd.link import CallErrorReceived, CallResultInvalid, CallTimeout, NotConnected
 from chargerd.store import StoreFullError
 from hal.interfaces import MeterSample
 
@@ -32,30 +30,6 @@ async def started(b, *, id_tag: str = TAG, parent: str | None = None):
     sample = await b.supervisor.read_meter(conn)
     tx = b.transactions.begin(conn, id_tag=id_tag, parent_id_tag=parent, sample=sample)
     return conn, tx
-
-
-async def deliver(b, timeout: float = 2.0) -> None:
-    """Run the outbox against the fake link until it is empty."""
-    ready = asyncio.Event()
-    ready.set()
-    task = asyncio.create_task(
-        b.outbox.run(
-            b.link.call,
-            ready.wait,
-            errors=(CallErrorReceived, CallResultInvalid),
-            offline_errors=(NotConnected, CallTimeout),
-        )
-    )
-    try:
-        async with asyncio.timeout(timeout):
-            while b.outbox.pending():
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.005)
-        await asyncio.sleep(0)  # let call_soon callbacks run
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 # -- begin ---------------------------------------------------------------------------------
@@ -314,7 +288,7 @@ async def test_an_accepted_start_sets_the_transaction_id_and_caches_the_card(mak
     )
     invalidated = []
     b.transactions.set_deauthorize(invalidated.append)
-    await deliver(b)
+    await b.deliver()
     assert tx.transaction_id == 55 and tx.parent_id_tag == "FLEET" and not tx.invalid
     (row,) = b.tx_rows()
     assert (row["transaction_id"], row["id_tag_status"], row["parent_id_tag"]) == (
@@ -335,7 +309,7 @@ async def test_an_invalid_start_flags_the_transaction_and_asks_for_deauthorizati
     b.link.answer("StartTransaction", {"transactionId": 56, "idTagInfo": {"status": "Invalid"}})
     invalidated = []
     b.transactions.set_deauthorize(invalidated.append)
-    await deliver(b)
+    await b.deliver()
     assert tx.invalid and tx.transaction_id == 56
     assert invalidated == [1]
     assert b.tx_rows()[0]["id_tag_status"] == "Invalid"
@@ -351,7 +325,7 @@ async def test_a_start_result_after_the_transaction_ended_still_records_the_id(m
     b.link.answer("StopTransaction", {"idTagInfo": {"status": "Blocked"}})
     invalidated = []
     b.transactions.set_deauthorize(invalidated.append)
-    await deliver(b)
+    await b.deliver()
     assert b.tx_rows()[0]["transaction_id"] == 77
     assert b.link.actions() == ["StartTransaction", "StopTransaction"]
     assert b.link.calls[1][1]["transactionId"] == 77
