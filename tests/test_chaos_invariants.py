@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from chargerd.chaoslib.invariants import check_session
-from chargerd.chaoslib.journal import Exchange
-from chargerd.chaoslib.records import (
+from chargerd.bench.chaoslib.invariants import check_session
+from chargerd.bench.chaoslib.journal import Exchange
+from chargerd.bench.chaoslib.records import (
     DiskFull,
     Event,
     FaultWindow,

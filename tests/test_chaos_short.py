@@ -30,7 +30,7 @@ def test_a_short_chaos_run_has_no_violations(tmp_path):
         [
             sys.executable,
             "-m",
-            "chargerd.chaos",
+            "chargerd.bench.chaos",
             "--seed",
             str(SEED),
             "--sessions",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from chargerd.benchcsms.csms import BenchCsms
-from chargerd.rig import StationRig
+from chargerd.bench.csms.csms import BenchCsms
+from chargerd.bench.rig import StationRig
 
 pytestmark = pytest.mark.e2e
 

@@ -41,7 +41,7 @@ async def test_an_ev_error_suspends_the_transaction_rather_than_ending_it(rig, c
 @pytest.fixture
 def tiny_state(tmp_path):
     """A station directory whose state lives on a 16 MiB tmpfs (root only)."""
-    from chargerd.chaoslib import tinydisk
+    from chargerd.bench.chaoslib import tinydisk
 
     state = tmp_path / "station0" / "state"
     try:
@@ -56,7 +56,7 @@ def tiny_state(tmp_path):
 
 async def test_a_stop_the_full_disk_cannot_record_still_cuts_the_energy(tiny_state, make_rig, csms):
     """The driver's card stops the charge even when the stop cannot be written ahead."""
-    from chargerd.chaoslib import tinydisk
+    from chargerd.bench.chaoslib import tinydisk
 
     rig = await make_rig(ocpp={"MeterValueSampleInterval": 1})
     assert rig.state_dir == tiny_state

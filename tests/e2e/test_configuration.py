@@ -7,7 +7,7 @@ from itertools import pairwise
 
 import pytest
 
-from chargerd.benchcsms.csms import CsmsCallError
+from chargerd.bench.csms.csms import CsmsCallError
 
 pytestmark = pytest.mark.e2e
 

@@ -87,7 +87,7 @@ async def test_ready_and_watchdog_pings_reach_systemd(tmp_path, csms):
     import asyncio
     import socket
 
-    from chargerd.rig import StationRig
+    from chargerd.bench.rig import StationRig
 
     path = f"/tmp/chargerd-notify-{id(tmp_path):x}.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from chargerd.benchcsms.csms import CsmsCallError
+from chargerd.bench.csms.csms import CsmsCallError
 from chargerd.clock import parse_iso
 
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from chargerd.benchcsms.csms import BenchCsms
+from chargerd.bench.csms.csms import BenchCsms
 from chargerd.clock import parse_iso
 
 pytestmark = pytest.mark.e2e

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from chargerd.benchcsms.csms import BenchCsms
+from chargerd.bench.csms.csms import BenchCsms
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from chargerd.benchcsms.csms import CsmsCallError
+from chargerd.bench.csms.csms import CsmsCallError
 
 pytestmark = pytest.mark.e2e
 

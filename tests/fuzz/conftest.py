@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from chargerd.benchcsms.csms import BenchCsms, FrameRecord
-from chargerd.rig import StationRig
+from chargerd.bench.csms.csms import BenchCsms, FrameRecord
+from chargerd.bench.rig import StationRig
 
 CP_ID = "CP-FUZZ"
 

@@ -3,34 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
 from hal.config import MeterBusConfig
+from hal.emulated import modbus_meter as emu
 from hal.errors import HardwareConfigError, MeterError
 from hal.interfaces import EnergyMeter, Fault
 from hal.meters import known_models, load_register_map
 from hal.pi.meter import ModbusBus, ModbusMeter
-
-
-def _load_emulation(name: str):
-    """Import tests/hal/emulated/<name>.py whatever pytest's import mode."""
-    module_name = f"_chargerd_tests_emulated_{name}"
-    if module_name not in sys.modules:
-        path = Path(__file__).parent / "emulated" / f"{name}.py"
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[module_name]
-
-
-emu = _load_emulation("modbus_meter")
 
 TIMEOUT_S = 0.3
 

@@ -8,34 +8,18 @@ anticollision -- is the code that runs on a charger.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import sys
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
 from hal.config import ReaderConfig
+from hal.emulated import rc522 as emu
 from hal.errors import ReaderError
 from hal.interfaces import Fault, RfidReader
 from hal.pi.rfid import Rc522Reader, crc_a
-
-
-def _load_emulation(name: str):
-    """Import tests/hal/emulated/<name>.py whatever pytest's import mode."""
-    module_name = f"_chargerd_tests_emulated_{name}"
-    if module_name not in sys.modules:
-        path = Path(__file__).parent / "emulated" / f"{name}.py"
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[module_name]
-
-
-emu = _load_emulation("rc522")
 
 CFG = ReaderConfig(spi_bus=0, spi_device=0, rst_pin=25, poll_interval_s=0.01)
 UID4 = "DEADBEEF"

@@ -11,7 +11,7 @@ from ocpp.routing import on
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action
 
-from chargerd.benchcsms import BenchCsms, CsmsCallError
+from chargerd.bench.csms import BenchCsms, CsmsCallError
 from chargerd.link import CallErrorReceived, CallTimeout
 
 BOOT = {"chargePointVendor": "Acme", "chargePointModel": "Pi-AC-22"}
@@ -139,7 +139,7 @@ async def test_cli_starts_and_answers(make_link, tmp_path):
     log_file = tmp_path / "frames.log"
     args = ["--port", "0", "--cards", "A1,B2", "--boot", "Pending", "--heartbeat", "7"]
     proc = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "chargerd.benchcsms", *args, "--log-file", str(log_file)],
+        *[sys.executable, "-m", "chargerd.bench.csms", *args, "--log-file", str(log_file)],
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
     )

@@ -1,4 +1,4 @@
-"""``python -m chargerd.benchcsms``: a CSMS on the bench that prints every frame.
+"""``python -m chargerd.bench.csms``: a CSMS on the bench that prints every frame.
 
 One line per frame on stdout, flushed, so that ``| grep`` and ``tee`` follow
 a session live: ``<time> <charge point id> in|out <frame>`` ("in" = from the
@@ -15,12 +15,12 @@ import signal
 import sys
 from typing import TextIO
 
-from chargerd.benchcsms.csms import BenchCsms, FrameRecord
+from chargerd.bench.csms.csms import BenchCsms, FrameRecord
 from chargerd.clock import iso
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m chargerd.benchcsms", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m chargerd.bench.csms", description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=9000, help="0 picks a free port (printed)")
     p.add_argument("--cards", default="", help="comma-separated idTags answered Accepted")

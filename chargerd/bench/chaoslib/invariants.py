@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from chargerd.chaoslib.journal import Exchange
-from chargerd.chaoslib.records import Kill, Knowledge, Sample, Verdict
+from chargerd.bench.chaoslib.journal import Exchange
+from chargerd.bench.chaoslib.records import Kill, Knowledge, Sample, Verdict
 
 TX_ACTIONS = ("StartTransaction", "MeterValues", "StopTransaction")
 ENERGY = "Energy.Active.Import.Register"

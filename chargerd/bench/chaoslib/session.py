@@ -34,9 +34,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chargerd.benchcsms.csms import BenchCsms, CsmsCallError
-from chargerd.chaoslib import tinydisk
-from chargerd.chaoslib.injections import (
+from chargerd.bench.chaoslib import tinydisk
+from chargerd.bench.chaoslib.injections import (
     Condition,
     Injections,
     is_online,
@@ -44,11 +43,12 @@ from chargerd.chaoslib.injections import (
     no_transaction,
     store_integrity,
 )
-from chargerd.chaoslib.invariants import check_session
-from chargerd.chaoslib.journal import Journal
-from chargerd.chaoslib.records import DiskFull, Event, FaultWindow, Knowledge, Verdict
-from chargerd.chaoslib.station import Station
-from chargerd.rig import StationRig
+from chargerd.bench.chaoslib.invariants import check_session
+from chargerd.bench.chaoslib.journal import Journal
+from chargerd.bench.chaoslib.records import DiskFull, Event, FaultWindow, Knowledge, Verdict
+from chargerd.bench.chaoslib.station import Station
+from chargerd.bench.csms.csms import BenchCsms, CsmsCallError
+from chargerd.bench.rig import StationRig
 
 log = logging.getLogger(__name__)
 

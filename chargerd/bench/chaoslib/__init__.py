@@ -7,5 +7,5 @@
 - session + injections: one randomized session, and what it does to the station;
 - tinydisk: a state directory on a small tmpfs, filled on demand.
 
-``python -m chargerd.chaos`` (``./dev chaos``) ties them together.
+``python -m chargerd.bench.chaos`` (``./dev chaos``) ties them together.
 """

@@ -21,10 +21,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from chargerd.benchcsms.csms import BenchCsms, CsmsCallError
-from chargerd.benchlib.figures import Figure, Target
-from chargerd.benchlib.probes import TX_MESSAGES, Arrivals, NotifyListener, cpu_seconds, rss_mb
-from chargerd.rig import StationRig
+from chargerd.bench.csms.csms import BenchCsms, CsmsCallError
+from chargerd.bench.perflib.figures import Figure, Target
+from chargerd.bench.perflib.probes import TX_MESSAGES, Arrivals, NotifyListener, cpu_seconds, rss_mb
+from chargerd.bench.rig import StationRig
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chargerd.benchcsms.csms import BenchCsms
-from chargerd.chaoslib.journal import Journal
-from chargerd.chaoslib.records import Kill, Sample, StationTx
-from chargerd.rig import RigCommandError, StationRig
+from chargerd.bench.chaoslib.journal import Journal
+from chargerd.bench.chaoslib.records import Kill, Sample, StationTx
+from chargerd.bench.csms.csms import BenchCsms
+from chargerd.bench.rig import RigCommandError, StationRig
 
 log = logging.getLogger(__name__)
 

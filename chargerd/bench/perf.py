@@ -21,7 +21,7 @@ import traceback
 from dataclasses import asdict
 from pathlib import Path
 
-from chargerd.benchlib.figures import (
+from chargerd.bench.perflib.figures import (
     Figure,
     load_average,
     machine,
@@ -29,7 +29,7 @@ from chargerd.benchlib.figures import (
     report_json,
     table,
 )
-from chargerd.benchlib.phases import QUICK, Bench, Plan, make_figures
+from chargerd.bench.perflib.phases import QUICK, Bench, Plan, make_figures
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEMO_CARD = "DEADBEEF"
 
 
@@ -92,7 +92,7 @@ def scenario(sock: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="chargerd.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="chargerd.bench.demo", description=__doc__)
     parser.add_argument("--config", type=Path, default=ROOT / "etc" / "bench.toml")
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--scenario", action="store_true", help="run one session and exit")
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         [
             sys.executable,
             "-m",
-            "chargerd.benchcsms",
+            "chargerd.bench.csms",
             "--host",
             "127.0.0.1",
             "--port",

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from chargerd.benchcsms.csms import FrameRecord
+from chargerd.bench.csms.csms import FrameRecord
 
 
 @dataclass(slots=True)

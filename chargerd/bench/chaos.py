@@ -1,11 +1,11 @@
 """Chaos runs: many randomized sessions against the real daemon, judged by invariants.
 
-``./dev chaos`` (``python -m chargerd.chaos``) starts, for each session, a
-fresh real daemon (chargerd.rig.StationRig, mock hardware) and a real CSMS
+``./dev chaos`` (``python -m chargerd.bench.chaos``) starts, for each session, a
+fresh real daemon (chargerd.bench.rig.StationRig, mock hardware) and a real CSMS
 (BenchCsms, in this process), drives random charging sessions while killing
 the daemon, the CSMS, the network and the hardware at random instants, and
 then checks what the CSMS received against what the rig did
-(chargerd.chaoslib.invariants).  The summary names every violation with the
+(chargerd.bench.chaoslib.invariants).  The summary names every violation with the
 session, its seed and the daemon log to read.
 
     ./dev chaos                          # 10 minutes, random seed
@@ -31,10 +31,10 @@ import traceback
 from collections import Counter
 from pathlib import Path
 
-from chargerd.chaoslib.records import Verdict
-from chargerd.chaoslib.session import SessionResult, SessionSpec, run_session
+from chargerd.bench.chaoslib.records import Verdict
+from chargerd.bench.chaoslib.session import SessionResult, SessionSpec, run_session
 
-log = logging.getLogger("chargerd.chaos")
+log = logging.getLogger("chargerd.bench.chaos")
 
 #: Counters worth a line of their own in the summary, in this order.
 HEADLINE = (
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not args.verbose:
-        logging.getLogger("chargerd.benchcsms").setLevel(logging.ERROR)
+        logging.getLogger("chargerd.bench.csms").setLevel(logging.ERROR)
         logging.getLogger("websockets").setLevel(logging.ERROR)
         # The bench CSMS's answer tasks fail loudly when a chaos cut closes their link.
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)

@@ -1,6 +1,6 @@
 """What the chaos runner does to the daemon, the CSMS, the network, the hardware, the disk.
 
-A mixin of :class:`chargerd.chaoslib.session.ChaosSession`, kept apart so that
+A mixin of :class:`chargerd.bench.chaoslib.session.ChaosSession`, kept apart so that
 the session's own file reads as the plan (drive, inject, settle, judge) and
 this one as the catalogue of injections.  Each ``_inject_<kind>`` is one card
 of the session's deck.  Lasting injections are *conditions*: held until a
@@ -19,15 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from chargerd.benchcsms.csms import BenchCsms, FrameRecord
-from chargerd.chaoslib import tinydisk
-from chargerd.chaoslib.invariants import TX_ACTIONS
-from chargerd.chaoslib.journal import Journal
-from chargerd.chaoslib.records import DiskFull, Event, FaultWindow
-from chargerd.chaoslib.station import Station
+from chargerd.bench.chaoslib import tinydisk
+from chargerd.bench.chaoslib.invariants import TX_ACTIONS
+from chargerd.bench.chaoslib.journal import Journal
+from chargerd.bench.chaoslib.records import DiskFull, Event, FaultWindow
+from chargerd.bench.chaoslib.station import Station
+from chargerd.bench.csms.csms import BenchCsms, FrameRecord
 
 if TYPE_CHECKING:
-    from chargerd.chaoslib.session import SessionSpec
+    from chargerd.bench.chaoslib.session import SessionSpec
 
 log = logging.getLogger(__name__)
 

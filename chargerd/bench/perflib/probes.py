@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chargerd.benchcsms.csms import FrameRecord
+from chargerd.bench.csms.csms import FrameRecord
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 

@@ -1,0 +1,5 @@
+"""A bench CSMS: ``python -m chargerd.bench.csms`` or ``BenchCsms`` in a test."""
+
+from chargerd.bench.csms.csms import BenchCsms, CsmsCallError, FrameRecord, Record
+
+__all__ = ["BenchCsms", "CsmsCallError", "FrameRecord", "Record"]
