@@ -8,6 +8,7 @@ through opening.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 from collections.abc import Callable
@@ -143,17 +144,27 @@ async def open_pi_station(
     ``pin_factory`` (a gpiozero Factory) wins over ``cfg.pin_factory``; a
     factory built here from its name is closed with the station, one passed
     in belongs to the caller.  ``state_dir`` is not needed by real hardware,
-    whose state lives in the devices; it is taken for the mock station's
-    signature.
+    whose state lives in the devices; the emulated Pi (``pin_factory =
+    "emulated"``) keeps its world (plugged EVs, meter registers) there.
     """
-    del state_dir
     check_pins(cfg)
     if not cfg.connectors:
         raise HardwareConfigError("a station needs at least one connector")
     closers: list[Callable[[], Any]] = []
+    world = None
     try:
         factory = pin_factory
-        if factory is None and cfg.pin_factory is not None:
+        if factory is None and cfg.pin_factory == "emulated":
+            # Pi in a box (bench only): the chips and the world around them, in-process.
+            from hal.emulated.pibox import PiboxWorld
+
+            world = PiboxWorld(cfg, state_dir)
+            closers.append(world.close)
+            await world.start()
+            factory = world.factory
+            bus_cfg = dataclasses.replace(cfg.meter_bus, transport="rtu", port=world.meter_port)
+            cfg = dataclasses.replace(cfg, meter_bus=bus_cfg)
+        elif factory is None and cfg.pin_factory is not None:
             factory = make_pin_factory(cfg.pin_factory)
             closers.append(factory.close)
             if isinstance(factory, Mcp3008MockFactory):
@@ -190,6 +201,8 @@ async def open_pi_station(
             reader = Rc522Reader(cfg.reader)
             closers.append(reader.close)
             await reader.start()
+        if world is not None:
+            world.settle()
     except BaseException:
         await _run(reversed(closers))
         raise
@@ -199,7 +212,9 @@ async def open_pi_station(
         cfg.reader.kind,
         bus.name,
     )
-    return StationHardware(connectors=connectors, reader=reader, kind="pi", closers=closers)
+    return StationHardware(
+        connectors=connectors, reader=reader, kind="pi", sim=world, closers=closers
+    )
 
 
 def _idle_inputs(factory: Mcp3008MockFactory, cfg: HardwareConfig) -> None:

@@ -1,0 +1,607 @@
+"""Pi in a box: the physical world around the emulated chips, for the real Pi drivers.
+
+With ``[hardware] driver = "pi"`` and ``pin_factory = "emulated"`` the daemon
+opens its real Pi drivers (gpiozero devices, the mfrc522-based reader, gpiozero's
+MCP3008, the pymodbus RTU client) on a ``PiboxFactory``: gpiozero MockFactory
+pins whose every change this world sees.  The world closes the loops a real
+station closes through copper:
+
+* the EV reacts to the pilot PWM (duty and line level) by setting the CP
+  voltage the emulated MCP3008 converts, and its cable's PP resistor;
+* the contactor's GPIO energises the coil: current flows while the EV asks
+  for it (state C), the auxiliary contact and the lock sense follow;
+* an Eastron meter, served by a real pymodbus RTU server on a pseudo-terminal,
+  answers from the energy the world integrates (``hal.mock.ev.SimConnector``
+  holds the physics and its register persists in the state directory);
+* cards are placed in the field of an RC522 emulated at register level.
+
+``PiboxWorld`` also offers the bench controls of the mock station (plug,
+charge, card, faults...), so the control socket's ``sim`` commands drive a
+pibox exactly like the mock, and it keeps a timestamped record of stimuli and
+contactor movements from which a bench measures reaction times.  Timestamps
+are ``time.monotonic()`` (CLOCK_MONOTONIC, shared by the processes of a
+machine).
+
+Nothing here is imported unless the configuration asks for the emulated
+factory; see ``check_bench_only`` for what keeps it off a real charger.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gpiozero.pins.mock import MockPWMPin
+
+from hal.config import ConnectorConfig, HardwareConfig
+from hal.emulated import modbus_meter as modbus
+from hal.emulated import rc522
+from hal.errors import HardwareConfigError
+from hal.interfaces import EvState
+from hal.meters import TYPES, Register, load_register_map
+from hal.mock.ev import SimConnector, validate_ev
+from hal.mock.register import EnergyRegister
+from hal.pi.pilot import Mcp3008MockFactory, MockMcp3008
+from hal.pilot_math import current_for_duty
+
+__all__ = ["FAULT_NAMES", "PiboxFactory", "PiboxWorld", "check_bench_only"]
+
+log = logging.getLogger(__name__)
+
+FAULT_NAMES: tuple[str, ...] = (
+    "meter_silent",  # the RS485 line is cut: every meter on it falls silent
+    "contactor_welded",  # the contacts stick closed from their next closing on
+    "lock_jammed",  # the lock motor turns but the pin does not move
+    "reader_dead",  # the RC522 falls off the SPI bus (reads 0x00)
+    "ev_error",  # the EV shows state E: CP shorted to PE (0 V)
+    "ev_state_f",  # the CP line sits at -12 V (state F), e.g. a failed EV or front end
+)
+_STATION_FAULTS = frozenset({"reader_dead", "meter_silent"})
+CP_LEVEL_V = {  # the high side of the CP line the EV produces, per state
+    EvState.A: 12.0,
+    EvState.B: 9.0,
+    EvState.C: 6.0,
+    EvState.D: 3.0,
+    EvState.E: 0.0,
+    EvState.F: -12.0,
+}
+PP_OHM = {13: 1500.0, 20: 680.0, 32: 220.0, 63: 100.0, 70: 100.0}
+PWM_SLOTS = 50  # conversions per emulated PWM period: 2 % duty resolution on the ADC
+HISTORY = 2000  # contactor movements and stimuli kept for the bench
+CONVERSIONS_KEPT = 20000
+
+
+def check_bench_only(cfg: HardwareConfig) -> None:
+    """Refuse the emulated factory unless the file says it is a bench.
+
+    A daemon on emulated chips charges nothing but tells the CSMS it does:
+    sessions and energy invented on a real charger would be billed.  So the
+    factory needs ``[hardware.emulated] bench = true`` next to it, and a file
+    meant for a charger (which never has that line) cannot select it by a typo.
+    """
+    if cfg.pin_factory != "emulated":
+        return
+    if cfg.driver != "pi":
+        raise HardwareConfigError('pin_factory "emulated" runs the Pi drivers: set driver = "pi"')
+    if not cfg.emulated.bench:
+        raise HardwareConfigError(
+            'pin_factory "emulated" runs on emulated chips and reports invented energy to '
+            "the CSMS; it is for a bench only: add [hardware.emulated] bench = true"
+        )
+
+
+class WorldAdc(MockMcp3008):
+    """An MCP3008 that keeps the instants of its conversions (the pilot's sampling rate)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conversion_times: deque[float] = deque(maxlen=CONVERSIONS_KEPT)
+
+    def transfer(self, words: list[int]) -> list[int]:
+        result = super().transfer(words)
+        self.conversion_times.append(time.monotonic())
+        return result
+
+
+class WorldPin(MockPWMPin):
+    """A MockPWMPin that tells its factory's world of every change, with the instant."""
+
+    def _change_state(self, value: Any) -> bool:
+        changed = super()._change_state(value)
+        if changed:
+            listener = getattr(self.factory, "on_pin_change", None)
+            if listener is not None:
+                listener(self)
+        return changed
+
+
+class PiboxFactory(Mcp3008MockFactory):
+    """The pin factory of a pibox: WorldPins and WorldAdcs; changes go to ``on_pin_change``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pin_class = WorldPin
+        self.on_pin_change: Callable[[WorldPin], None] | None = None
+
+    def adc(self, device: int = 1, *, port: int = 0) -> WorldAdc:
+        return self._adcs.setdefault((port, device), WorldAdc())  # type: ignore[return-value]
+
+
+class _Connector:
+    """One connector's copper: its wiring (config), its physics (SimConnector), its faults."""
+
+    def __init__(self, number: int, cfg: ConnectorConfig, sim: SimConnector) -> None:
+        self.number = number
+        self.cfg = cfg
+        self.sim = sim
+        self.locked = False
+        self.lock_jammed = False
+        self.cp_f = False
+        self.energised = False
+
+
+class PiboxWorld:
+    """The EVs, cables, cards and copper of an emulated Pi station, and their bench controls."""
+
+    FAULT_NAMES = FAULT_NAMES
+
+    def __init__(self, cfg: HardwareConfig, state_dir: Path) -> None:
+        check_bench_only(cfg)
+        self._cfg = cfg
+        self._state_dir = Path(state_dir)
+        self._state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self.factory = PiboxFactory()
+        self.factory.on_pin_change = self._on_pin_change
+        mock = cfg.mock
+        self._conns: list[_Connector] = []
+        for n, c in enumerate(cfg.connectors, start=1):
+            register = EnergyRegister(
+                self._state_dir / f"pibox-meter-{n}.json", monotonic=time.monotonic
+            )
+            sim = SimConnector(
+                n,
+                voltage_v=mock.voltage_v,
+                frequency_hz=mock.frequency_hz,
+                register=register,
+                monotonic=time.monotonic,
+            )
+            self._conns.append(_Connector(n, c, sim))
+        self.chip = rc522.Rc522()
+        self._cable: modbus.PtyCable | None = None
+        self._server: Any = None
+        self._saved_modules: dict[str, Any] = {}
+        self.events: deque[dict[str, Any]] = deque(maxlen=HISTORY)
+        self.contactor_moves: deque[dict[str, Any]] = deque(maxlen=HISTORY)
+        self._world_file = self._state_dir / "pibox-world.json"
+        self._restore()
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    @property
+    def meter_port(self) -> str:
+        """The serial device the daemon's meter bus opens (the far end of the pty cable)."""
+        if self._cable is None:
+            raise RuntimeError("the pibox world is not started")
+        return self._cable.paths[1]
+
+    async def start(self) -> None:
+        """Lay the RS485 cable, start the meters' server, put the RC522 on SPI."""
+        self._cable = modbus.PtyCable()
+        meters = [
+            _WorldMeter(c, self) for c in self._conns
+        ]  # one Modbus unit per connector's meter
+        self._server = await modbus.start_rtu_server(meters, self._cable.paths[0])  # type: ignore[arg-type]
+        if self._cfg.reader.kind == "rc522":
+            r = self._cfg.reader
+            modules = rc522.fake_modules(
+                self.chip, rst_pin=r.rst_pin, bus=r.spi_bus, device=r.spi_device
+            )
+            # spidev and RPi.GPIO are where the kernel's drivers sit on a Pi: the emulated
+            # chip goes there, and mfrc522 (imported later by the reader) binds to it.
+            for name in ("spidev", "RPi", "RPi.GPIO", "mfrc522"):
+                if name in sys.modules:
+                    self._saved_modules[name] = sys.modules.pop(name)
+            sys.modules.update(modules)
+        for c in self._conns:
+            self._idle_adc(c)
+        log.warning(
+            "pibox: the Pi drivers run on EMULATED chips (bench only); meters on %s",
+            self.meter_port,
+        )
+
+    def settle(self) -> None:
+        """After the drivers opened their devices: put every input at its world level."""
+        with self._lock:
+            for c in self._conns:
+                self._update(c)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            await self._server.shutdown()
+            self._server = None
+        if self._cable is not None:
+            self._cable.close()
+            self._cable = None
+        for c in self._conns:
+            c.sim.close()
+        self.factory.close()
+        for name in ("spidev", "RPi", "RPi.GPIO", "mfrc522"):
+            sys.modules.pop(name, None)
+        sys.modules.update(self._saved_modules)
+
+    # -- the copper: pins in, levels out ------------------------------------------
+
+    def _on_pin_change(self, pin: WorldPin) -> None:
+        number = pin.info.name  # "GPIO17"
+        with self._lock:
+            r = self._cfg.reader
+            if r.kind == "rc522" and number == f"GPIO{r.rst_pin}":
+                self.chip.set_reset_pin(bool(pin.state))
+            for c in self._conns:
+                if number in self._outputs(c):
+                    self._update(c)
+
+    @staticmethod
+    def _outputs(c: _Connector) -> set[str]:
+        pins = {c.cfg.contactor.pin, c.cfg.pilot.pwm_pin, *c.cfg.lock.pins}
+        return {f"GPIO{p}" for p in pins}
+
+    def _pin(self, number: int) -> WorldPin:
+        return self.factory.pin(number)  # created on first use, shared with the driver
+
+    def _update(self, c: _Connector) -> None:
+        """Recompute what the world does from the station's outputs; drive its inputs."""
+        cfg = c.cfg
+        # Pilot PWM -> the offer the EV reads.
+        pwm = self._pin(cfg.pilot.pwm_pin)
+        duty = float(pwm.state or 0.0)
+        running = pwm.frequency is not None and 0.0 < duty < 1.0
+        offer = current_for_duty(duty) if running else None
+        c.sim.set_offer(offer)
+        # Contactor coil: a pull-down holds an undriven line low.
+        coil = bool(self._pin(cfg.contactor.pin).state) == cfg.contactor.active_high
+        if coil != c.energised:
+            c.energised = coil
+            self.contactor_moves.append(
+                {"t": time.monotonic(), "connector": c.number, "closed": coil}
+            )
+        c.sim.command_contacts(coil)
+        k = cfg.contactor
+        if k.feedback_pin is not None:
+            self._drive(k.feedback_pin, c.sim.contacts_closed, k.feedback_active_high)
+        # Cable lock.
+        lk = cfg.lock
+        if lk.kind != "none" and lk.pins and not c.lock_jammed:
+            active = [bool(self._pin(p).state) for p in lk.pins]
+            if lk.kind == "solenoid":
+                c.locked = active[0]
+            elif active[0] and not (len(active) > 1 and active[1]):
+                c.locked = True
+            elif len(active) > 1 and active[1] and not active[0]:
+                c.locked = False
+        if lk.kind != "none" and lk.sense_pin is not None:
+            self._drive(lk.sense_pin, c.locked, lk.sense_active_high)
+        self._set_adc(c, duty, running, line_high=pwm.frequency is not None and duty >= 1.0)
+
+    def _drive(self, number: int, active: bool, active_high: bool) -> None:
+        pin = self._pin(number)
+        if pin.function != "input":
+            return  # the station drives it: not ours to move
+        if active == active_high:
+            pin.drive_high()
+        else:
+            pin.drive_low()
+
+    def _set_adc(self, c: _Connector, duty: float, running: bool, *, line_high: bool) -> None:
+        """The CP and PP voltages the MCP3008 converts, as a free-running ADC sees them."""
+        p = c.cfg.pilot
+        adc = self.factory.adc(p.adc_device)
+
+        def frac(volts: float) -> float:
+            return min(1.0, max(0.0, (volts - p.cp_offset_v) / p.cp_span_v))
+
+        state = c.sim.ev_state()
+        if c.cp_f:
+            levels = [frac(-12.0)]
+        elif state is EvState.E:
+            levels = [frac(0.0)]
+        elif running:
+            high = max(1, min(PWM_SLOTS - 1, round(duty * PWM_SLOTS)))
+            levels = [frac(CP_LEVEL_V[state])] * high + [frac(-12.0)] * (PWM_SLOTS - high)
+        elif line_high:
+            levels = [frac(CP_LEVEL_V[state])]
+        else:
+            levels = [frac(-12.0)]  # the driver holds the line at -12 V (or is released)
+        adc.set_channel(p.cp_channel, *levels)
+        if p.pp_channel is not None:
+            if c.sim.plugged and c.sim.cable_capacity_a is not None:
+                ohm = PP_OHM[c.sim.cable_capacity_a]
+                adc.set_channel(p.pp_channel, ohm / (ohm + p.pp_pullup_ohm))
+            else:
+                adc.set_channel(p.pp_channel, 1.0)
+
+    def _idle_adc(self, c: _Connector) -> None:
+        self._set_adc(c, 1.0, False, line_high=True)
+
+    # -- bench controls (the mock station's contract) -------------------------------
+
+    @property
+    def connector_count(self) -> int:
+        return len(self._conns)
+
+    def _conn(self, connector: int) -> _Connector:
+        if (
+            isinstance(connector, bool)
+            or not isinstance(connector, int)
+            or not 1 <= connector <= len(self._conns)
+        ):
+            raise ValueError(
+                f"unknown connector {connector!r}: this station has connectors "
+                f"1..{len(self._conns)}"
+            )
+        return self._conns[connector - 1]
+
+    def _event(self, name: str, connector: int | None = None, **extra: Any) -> None:
+        self.events.append({"t": time.monotonic(), "event": name, "connector": connector, **extra})
+
+    def plug(
+        self,
+        connector: int,
+        *,
+        ev_max_current_a: float | None = None,
+        phases: int | None = None,
+        cable_capacity_a: int | None = None,
+    ) -> None:
+        c = self._conn(connector)
+        mock = self._cfg.mock
+        with self._lock:
+            c.sim.plug(
+                ev_max_current_a=mock.ev_max_current_a
+                if ev_max_current_a is None
+                else ev_max_current_a,
+                phases=mock.ev_phases if phases is None else phases,
+                cable_capacity_a=mock.cable_capacity_a
+                if cable_capacity_a is None
+                else cable_capacity_a,
+            )
+            self._event("plug", connector)
+            self._update(c)
+        self._save()
+
+    def charge(self, connector: int) -> None:
+        self._wants(connector, True)
+
+    def suspend(self, connector: int) -> None:
+        self._wants(connector, False)
+
+    def _wants(self, connector: int, wants: bool) -> None:
+        c = self._conn(connector)
+        with self._lock:
+            c.sim.set_wants_charge(wants)
+            self._event("charge" if wants else "suspend", connector)
+            self._update(c)
+        self._save()
+
+    def unplug(self, connector: int) -> None:
+        c = self._conn(connector)
+        with self._lock:
+            c.sim.unplug()
+            self._event("unplug", connector)
+            self._update(c)
+        self._save()
+
+    def present_card(self, uid: str) -> bool:
+        """Hold a card in the RC522's field for ``card_hold_s``; False if the chip is dead."""
+        card = rc522.Card(uid)  # ValueError for a UID of the wrong length or not hex
+        self.chip.place(card)
+        self._event("card", None, uid=card.uid.hex().upper())
+        timer = threading.Timer(self._cfg.emulated.card_hold_s, self._take_away, (card,))
+        timer.daemon = True
+        timer.start()
+        return self.chip.dead is None
+
+    def _take_away(self, card: rc522.Card) -> None:
+        try:
+            self.chip.remove(card)
+        except ValueError:
+            pass  # already gone
+
+    def set_energy_wh(self, connector: int, wh: float) -> None:
+        with self._lock:
+            self._conn(connector).sim.set_energy_wh(wh)
+
+    def fault(self, name: str, on: bool, connector: int | None = None) -> None:
+        if name not in FAULT_NAMES:
+            raise ValueError(f"unknown fault {name!r}; known faults: {', '.join(FAULT_NAMES)}")
+        if not isinstance(on, bool):
+            raise ValueError(f"fault {name!r}: on must be True or False, got {on!r}")
+        if connector is not None:
+            self._conn(connector)
+        with self._lock:
+            self._event(f"{name}_{'on' if on else 'off'}", connector)
+            if name == "reader_dead":
+                if on:
+                    self.chip.kill("silent")
+                else:
+                    self.chip.revive()
+            elif name == "meter_silent":
+                assert self._cable is not None
+                self._cable.cut() if on else self._cable.mend()
+            else:
+                targets = self._conns if connector is None else [self._conn(connector)]
+                for c in targets:
+                    if name == "contactor_welded":
+                        c.sim.set_welded(on)
+                    elif name == "lock_jammed":
+                        c.lock_jammed = on
+                    elif name == "ev_error":
+                        c.sim.set_ev_error(on)
+                    elif name == "ev_state_f":
+                        c.cp_f = on
+                    self._update(c)
+        log.warning(
+            "pibox: fault %s %s%s",
+            name,
+            "injected" if on else "cleared",
+            " (the RS485 line is shared: every meter)" if name == "meter_silent" else "",
+        )
+
+    def active_faults(self) -> dict[str, Any]:
+        active: dict[str, Any] = {}
+        if self.chip.dead is not None:
+            active["reader_dead"] = True
+        if self._cable is not None and not self._cable.connected:
+            active["meter_silent"] = True
+        flags = {
+            "contactor_welded": lambda c: c.sim.welded,
+            "lock_jammed": lambda c: c.lock_jammed,
+            "ev_error": lambda c: c.sim.ev_error,
+            "ev_state_f": lambda c: c.cp_f,
+        }
+        for name, flag in flags.items():
+            numbers = [c.number for c in self._conns if flag(c)]
+            if numbers:
+                active[name] = numbers
+        return active
+
+    def snapshot(self, *, since: float = 0.0) -> dict[str, Any]:
+        """The world as a bench sees it, with the timestamped records after ``since``."""
+        with self._lock:
+            connectors = []
+            for c in self._conns:
+                s = c.sim
+                adc = self.factory.adc(c.cfg.pilot.adc_device)
+                pwm = self._pin(c.cfg.pilot.pwm_pin)
+                connectors.append(
+                    {
+                        "connector": c.number,
+                        "plugged": s.plugged,
+                        "ev_state": "F" if c.cp_f else s.ev_state().value,
+                        "wants_charge": s.wants_charge,
+                        "pwm_duty": float(pwm.state or 0.0),
+                        "pwm_frequency_hz": pwm.frequency,
+                        "offered_current_a": s.offered_current_a,
+                        "coil_energised": c.energised,
+                        "contactor_closed": s.contacts_closed,
+                        "locked": c.locked,
+                        "power_w": s.power_w(),
+                        "energy_wh": s.energy_wh,
+                        "adc_conversions": [t for t in adc.conversion_times if t > since],
+                    }
+                )
+            return {
+                "kind": "pibox",
+                "connectors": connectors,
+                "reader": {"dead": self.chip.dead is not None, "cards": len(self.chip.cards)},
+                "faults": self.active_faults(),
+                "events": [e for e in self.events if e["t"] > since],
+                "contactor_moves": [m for m in self.contactor_moves if m["t"] > since],
+                "now": time.monotonic(),
+            }
+
+    # -- what survives the daemon ---------------------------------------------------
+
+    def _save(self) -> None:
+        """The cars stay plugged when the daemon dies (kill -9, power cut of the Pi)."""
+        world = [
+            {
+                "plugged": c.sim.plugged,
+                "wants_charge": c.sim.wants_charge,
+                "ev_max_current_a": c.sim.ev_max_current_a,
+                "phases": c.sim.phases,
+                "cable_capacity_a": c.sim.cable_capacity_a,
+            }
+            for c in self._conns
+        ]
+        tmp = self._world_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(world))
+        os.replace(tmp, self._world_file)
+
+    def _restore(self) -> None:
+        try:
+            world = json.loads(self._world_file.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("pibox: ignoring unreadable %s: %s", self._world_file, exc)
+            return
+        for c, saved in zip(self._conns, world, strict=False):
+            if not saved.get("plugged"):
+                continue
+            try:
+                validate_ev(saved["ev_max_current_a"], saved["phases"], saved["cable_capacity_a"])
+                c.sim.plug(
+                    ev_max_current_a=saved["ev_max_current_a"],
+                    phases=saved["phases"],
+                    cable_capacity_a=saved["cable_capacity_a"],
+                )
+                c.sim.set_wants_charge(bool(saved.get("wants_charge")))
+            except (KeyError, ValueError) as exc:
+                log.warning("pibox: connector %s: ignoring saved EV: %s", c.number, exc)
+                continue
+            log.info("pibox: connector %s: the EV is still plugged in", c.number)
+
+
+class _WorldMeter(modbus.FakeMeter):
+    """The connector's Eastron meter: registers computed from the world at each request."""
+
+    def __init__(self, c: _Connector, world: PiboxWorld) -> None:
+        super().__init__(unit_id=c.cfg.meter_unit_id)
+        self._c = c
+        self._world = world
+        self._map = load_register_map(c.cfg.meter_model)
+
+    async def _action(
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> Any:
+        self.requests.append((function_code, address, count))
+        del self.requests[:-100]
+        with self._world._lock:
+            s = self._c.sim.sample()
+        m = self._map
+        pairs: list[tuple[Register | None, float | None]] = [
+            (m.energy_wh, s.energy_wh),
+            (m.power_w, s.power_w),
+            (m.frequency_hz, s.frequency_hz),
+        ]
+        for regs, values in (
+            (m.voltage_v, s.voltage_v),
+            (m.current_a, s.current_a),
+            (m.power_per_phase_w, s.power_per_phase_w),
+        ):
+            pairs += list(zip(regs, values or (), strict=False))
+        for reg, value in pairs:
+            if reg is None or value is None:
+                continue
+            offset = reg.address - start_address
+            if not 0 <= offset <= len(registers) - reg.width:
+                continue
+            registers[offset : offset + reg.width] = _encode(reg, value)
+        return None
+
+
+def _encode(reg: Register, value: float) -> list[int]:
+    """The register words that ``reg.decode`` turns back into ``value``."""
+    fmt, width = TYPES[reg.type]
+    raw = value / reg.scale
+    packed = struct.pack(fmt, raw if fmt == ">f" else round(raw))
+    words = list(struct.unpack(f">{width}H", packed))
+    if reg.word_order == "little":
+        words.reverse()
+    return words
