@@ -16,23 +16,17 @@ decodes the answer, so tests and the bench run the same code as the Pi.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import math
-import threading
-from collections.abc import Iterator
 
 from gpiozero import MCP3008, PWMOutputDevice
-from gpiozero.pins import SPI
-from gpiozero.pins.mock import MockFactory, MockPWMPin
-from gpiozero.pins.pi import spi_port_device
 
 from hal.config import PilotConfig
 from hal.errors import PilotError
 from hal.interfaces import EvState, Fault
 from hal.pilot_math import cable_capacity_for_resistance, duty_for_current, state_for_voltage
 
-__all__ = ["PWM_FREQUENCY_HZ", "GpioPilot", "Mcp3008MockFactory", "MockMcp3008"]
+__all__ = ["PWM_FREQUENCY_HZ", "GpioPilot"]
 
 log = logging.getLogger(__name__)
 
@@ -203,120 +197,10 @@ class GpioPilot:
         self._pp_failed = failed
 
 
-# --- an MCP3008 for MockFactory ------------------------------------------------
+def __getattr__(name: str) -> object:
+    """The MCP3008 emulation moved to hal.emulated.mcp3008; old imports keep working."""
+    if name in ("Mcp3008MockFactory", "MockMcp3008"):
+        from hal.emulated import mcp3008
 
-
-class MockMcp3008:
-    """An emulated MCP3008: eight single-ended inputs, set as fractions of Vref.
-
-    A channel holds one level, or several that successive conversions take in
-    turn (``set_channel(0, hi, lo, lo, lo)`` is a 25 % PWM as a free-running
-    ADC sees it).  ``disconnect()`` makes every transfer fail as a dead SPI
-    line would, until ``reconnect()``.
-    """
-
-    RESOLUTION = 1023
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._levels: dict[int, Iterator[float]] = {ch: itertools.repeat(0.0) for ch in range(8)}
-        self._connected = True
-        self.conversions = 0
-
-    def set_channel(self, channel: int, *levels: float) -> None:
-        if not 0 <= channel < 8:
-            raise ValueError(f"MCP3008 has no channel {channel}")
-        if not levels or any(not 0.0 <= x <= 1.0 for x in levels):
-            raise ValueError("levels are fractions of Vref, 0..1, at least one")
-        with self._lock:
-            self._levels[channel] = itertools.cycle(levels)
-
-    def disconnect(self) -> None:
-        self._connected = False
-
-    def reconnect(self) -> None:
-        self._connected = True
-
-    def transfer(self, words: list[int]) -> list[int]:
-        """Answer one chip-select period, bit by bit as the datasheet's figure 6-1 shows.
-
-        After the start bit the chip reads SGL/DIFF and three channel bits,
-        samples for one clock, sends a null bit, then the 10-bit result, MSB
-        first.  Only single-ended conversions are emulated.
-        """
-        if not self._connected:
-            raise OSError(5, "MCP3008 emulation: SPI transfer failed (disconnected)")
-        mosi = [(w >> (7 - i)) & 1 for w in words for i in range(8)]
-        miso = [0] * len(mosi)
-        try:
-            start = mosi.index(1)
-        except ValueError:
-            return [0] * len(words)
-        if start + 16 < len(mosi):
-            single, d2, d1, d0 = mosi[start + 1 : start + 5]
-            if not single:
-                raise OSError(22, "MCP3008 emulation: differential mode is not emulated")
-            with self._lock:
-                level = next(self._levels[d2 << 2 | d1 << 1 | d0])
-                self.conversions += 1
-            raw = round(level * self.RESOLUTION)
-            for bit in range(10):  # null bit at start + 6 stays 0
-                miso[start + 7 + bit] = (raw >> (9 - bit)) & 1
-        return [
-            sum(bit << (7 - i) for i, bit in enumerate(miso[n * 8 : n * 8 + 8]))
-            for n in range(len(words))
-        ]
-
-
-class _EmulatedSPI(SPI):
-    """The SPI port of a Mcp3008MockFactory: the place spidev takes on a Pi."""
-
-    def __init__(self, clock_pin, mosi_pin, miso_pin, select_pin, *, pin_factory) -> None:
-        self._chip: MockMcp3008 | None = None
-        port, device = spi_port_device(clock_pin, mosi_pin, miso_pin, select_pin)
-        super().__init__(pin_factory=pin_factory)
-        self._port, self._device = port, device
-        self.pin_factory.reserve_pins(self, clock_pin, mosi_pin, miso_pin, select_pin)
-        self._chip = pin_factory.adc(device, port=port)
-
-    def _conflicts_with(self, other: object) -> bool:
-        # SPI users share the bus (and one chip's select line) with each other,
-        # as on a Pi; any other device on these pins is a clash.
-        return not isinstance(other, _EmulatedSPI)
-
-    def close(self) -> None:
-        if self._chip is not None:
-            self.pin_factory.release_all(self)
-        self._chip = None
-        super().close()
-
-    @property
-    def closed(self) -> bool:
-        return self._chip is None
-
-    def transfer(self, data: list[int]) -> list[int]:
-        self._check_open()
-        return self._chip.transfer(list(data))
-
-    def _get_clock_mode(self) -> int:
-        return 0
-
-
-class Mcp3008MockFactory(MockFactory):
-    """A MockFactory with PWM-capable pins and emulated MCP3008s on its hardware SPI pins.
-
-    ``adc(device)`` is the chip behind SPI0 CE<device>, created on first use,
-    so a test can set its inputs before or after the driver opens it.
-    """
-
-    def __init__(self, revision: str | None = None) -> None:
-        super().__init__(revision, pin_class=MockPWMPin)
-        self._adcs: dict[tuple[int, int], MockMcp3008] = {}
-
-    def adc(self, device: int = 1, *, port: int = 0) -> MockMcp3008:
-        return self._adcs.setdefault((port, device), MockMcp3008())
-
-    def _get_spi_class(self, shared: bool, hardware: bool):
-        if hardware:
-            return _EmulatedSPI
-        return super()._get_spi_class(shared, hardware)
+        return getattr(mcp3008, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,7 +22,7 @@ from hal.interfaces import ConnectorHardware, StationHardware
 from hal.pi.contactor import GpioContactor
 from hal.pi.indicator import GpioIndicator
 from hal.pi.lock import GpioCableLock
-from hal.pi.pilot import GpioPilot, Mcp3008MockFactory
+from hal.pi.pilot import GpioPilot
 
 __all__ = ["PinUse", "check_pins", "make_pin_factory", "open_pi_station", "pin_uses"]
 
@@ -123,6 +123,8 @@ def check_pins(cfg: HardwareConfig) -> None:
 def make_pin_factory(name: str) -> Any:
     """The gpiozero pin factory called ``name``; "mock" is a bench factory with emulated ADCs."""
     if name == "mock":
+        from hal.emulated.mcp3008 import Mcp3008MockFactory  # the bench's; never on a charger
+
         return Mcp3008MockFactory()
     try:
         module_name, class_name = _FACTORIES[name]
@@ -167,7 +169,7 @@ async def open_pi_station(
         elif factory is None and cfg.pin_factory is not None:
             factory = make_pin_factory(cfg.pin_factory)
             closers.append(factory.close)
-            if isinstance(factory, Mcp3008MockFactory):
+            if cfg.pin_factory == "mock":
                 _idle_inputs(factory, cfg)
 
         from hal.pi.meter import ModbusBus, ModbusMeter  # pymodbus: only a Pi station needs it
@@ -217,7 +219,7 @@ async def open_pi_station(
     )
 
 
-def _idle_inputs(factory: Mcp3008MockFactory, cfg: HardwareConfig) -> None:
+def _idle_inputs(factory: Any, cfg: HardwareConfig) -> None:
     """A bench without a car: CP at +12 V (state A), PP open (no cable)."""
     for c in cfg.connectors:
         p = c.pilot

@@ -1,7 +1,7 @@
 """GpioPilot on MockFactory pins: the PWM it drives and the CP/PP it reads through an MCP3008.
 
 gpiozero's MCP3008 class runs unchanged; only the chip behind the SPI port is emulated
-(hal.pi.pilot.MockMcp3008).
+(hal.emulated.mcp3008).
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import pytest
 from gpiozero import MCP3008
 
 from hal.config import PilotConfig
+from hal.emulated.mcp3008 import Mcp3008MockFactory, MockMcp3008
 from hal.errors import PilotError
 from hal.interfaces import EvState, Fault, Pilot
-from hal.pi.pilot import GpioPilot, Mcp3008MockFactory, MockMcp3008
+from hal.pi.pilot import GpioPilot
 
 PWM, CP, PP = 18, 0, 1
 
