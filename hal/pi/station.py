@@ -198,9 +198,10 @@ async def open_pi_station(
 
         reader = None
         if cfg.reader.kind == "rc522":
-            from hal.pi.rfid import Rc522Reader  # mfrc522/spidev: Pi only
+            from hal.pi.rfid import Rc522Reader
 
-            reader = Rc522Reader(cfg.reader)
+            # SPI and RST through the station's own pin factory (no RPi.GPIO, no spidev).
+            reader = Rc522Reader(cfg.reader, pin_factory=factory)
             closers.append(reader.close)
             await reader.start()
         if world is not None:
