@@ -260,7 +260,10 @@ class Daemon:
             jobs["cards"] = self.cards.run(self.hardware.reader)
         watchdog = sdnotify.watchdog_interval()
         if watchdog:
-            jobs["watchdog"] = sdnotify.watchdog_loop(watchdog)
+            # Fed only while every connector completes its supervision passes.
+            jobs["watchdog"] = sdnotify.watchdog_loop(
+                watchdog, stale=lambda: self.supervisor.supervision_stale(watchdog / 2)
+            )
         for name, coro in jobs.items():
             task = asyncio.create_task(coro, name=name)
             task.add_done_callback(self._task_died)
