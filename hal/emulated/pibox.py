@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import struct
-import sys
 import threading
 import time
 from collections import deque
@@ -45,12 +44,11 @@ from gpiozero.pins.mock import MockPWMPin
 from hal.config import ConnectorConfig, HardwareConfig
 from hal.emulated import modbus_meter as modbus
 from hal.emulated import rc522
+from hal.emulated.mcp3008 import CpLine, Mcp3008MockFactory
 from hal.errors import HardwareConfigError
-from hal.interfaces import EvState
 from hal.meters import TYPES, Register, load_register_map
 from hal.mock.ev import SimConnector, validate_ev
 from hal.mock.register import EnergyRegister
-from hal.pi.pilot import Mcp3008MockFactory, MockMcp3008
 from hal.pilot_math import current_for_duty
 
 __all__ = ["FAULT_NAMES", "PiboxFactory", "PiboxWorld", "check_bench_only"]
@@ -66,16 +64,7 @@ FAULT_NAMES: tuple[str, ...] = (
     "ev_state_f",  # the CP line sits at -12 V (state F), e.g. a failed EV or front end
 )
 _STATION_FAULTS = frozenset({"reader_dead", "meter_silent"})
-CP_LEVEL_V = {  # the high side of the CP line the EV produces, per state
-    EvState.A: 12.0,
-    EvState.B: 9.0,
-    EvState.C: 6.0,
-    EvState.D: 3.0,
-    EvState.E: 0.0,
-    EvState.F: -12.0,
-}
 PP_OHM = {13: 1500.0, 20: 680.0, 32: 220.0, 63: 100.0, 70: 100.0}
-PWM_SLOTS = 50  # conversions per emulated PWM period: 2 % duty resolution on the ADC
 HISTORY = 2000  # contactor movements and stimuli kept for the bench
 CONVERSIONS_KEPT = 20000
 
@@ -99,17 +88,25 @@ def check_bench_only(cfg: HardwareConfig) -> None:
         )
 
 
-class WorldAdc(MockMcp3008):
-    """An MCP3008 that keeps the instants of its conversions (the pilot's sampling rate)."""
+class PinPwm:
+    """The CP generator driven by a gpiozero PWM pin: the level at time ``t``.
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.conversion_times: deque[float] = deque(maxlen=CONVERSIONS_KEPT)
+    gpiozero's pin knows frequency and duty, not phase: the period starts at
+    t = 0 of the monotonic clock, which the ADC's free-running conversions do not
+    know either.  A released pin (no frequency) or duty 0 holds the line at -12 V.
+    """
 
-    def transfer(self, words: list[int]) -> list[int]:
-        result = super().transfer(words)
-        self.conversion_times.append(time.monotonic())
-        return result
+    def __init__(self, pin: Any) -> None:
+        self.pin = pin
+
+    def level_at(self, t: float) -> bool:
+        duty = float(self.pin.state or 0.0)
+        freq = self.pin.frequency
+        if duty >= 1.0:
+            return freq is not None or self.pin.function == "output"
+        if duty <= 0.0 or not freq:
+            return False
+        return (t * freq) % 1.0 < duty
 
 
 class WorldPin(MockPWMPin):
@@ -125,15 +122,17 @@ class WorldPin(MockPWMPin):
 
 
 class PiboxFactory(Mcp3008MockFactory):
-    """The pin factory of a pibox: WorldPins and WorldAdcs; changes go to ``on_pin_change``."""
+    """The pin factory of a pibox: WorldPins, emulated MCP3008s; changes go to ``on_pin_change``.
+
+    ``transfer_times`` keeps the instant of every ADC transfer (the pilot's
+    sampling, as a logic analyser on the SPI bus would show it).
+    """
 
     def __init__(self) -> None:
-        super().__init__()
+        self.transfer_times: deque[float] = deque(maxlen=CONVERSIONS_KEPT)
+        super().__init__(on_transfer=lambda: self.transfer_times.append(time.monotonic()))
         self.pin_class = WorldPin
         self.on_pin_change: Callable[[WorldPin], None] | None = None
-
-    def adc(self, device: int = 1, *, port: int = 0) -> WorldAdc:
-        return self._adcs.setdefault((port, device), WorldAdc())  # type: ignore[return-value]
 
 
 class _Connector:
@@ -147,6 +146,7 @@ class _Connector:
         self.lock_jammed = False
         self.cp_f = False
         self.energised = False
+        self.line: CpLine | None = None  # the CP wire, once the world is started
 
 
 class PiboxWorld:
@@ -179,7 +179,6 @@ class PiboxWorld:
         self.chip = rc522.Rc522()
         self._cable: modbus.PtyCable | None = None
         self._server: Any = None
-        self._saved_modules: dict[str, Any] = {}
         self.events: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self.contactor_moves: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self._world_file = self._state_dir / "pibox-world.json"
@@ -203,17 +202,17 @@ class PiboxWorld:
         self._server = await modbus.start_rtu_server(meters, self._cable.paths[0])  # type: ignore[arg-type]
         if self._cfg.reader.kind == "rc522":
             r = self._cfg.reader
-            modules = rc522.fake_modules(
-                self.chip, rst_pin=r.rst_pin, bus=r.spi_bus, device=r.spi_device
+            # The chip behind SPI<bus> CE<device> of the factory, its NRSTPD on the RST pin.
+            rc522.attach(
+                self.factory, self.chip, port=r.spi_bus, device=r.spi_device, rst_pin=r.rst_pin
             )
-            # spidev and RPi.GPIO are where the kernel's drivers sit on a Pi: the emulated
-            # chip goes there, and mfrc522 (imported later by the reader) binds to it.
-            for name in ("spidev", "RPi", "RPi.GPIO", "mfrc522"):
-                if name in sys.modules:
-                    self._saved_modules[name] = sys.modules.pop(name)
-            sys.modules.update(modules)
         for c in self._conns:
-            self._idle_adc(c)
+            p = c.cfg.pilot
+            c.line = CpLine(
+                PinPwm(self._pin(p.pwm_pin)), offset_v=p.cp_offset_v, span_v=p.cp_span_v
+            )
+            self.factory.adc(p.adc_device).set_source(p.cp_channel, c.line)
+            self._set_lines(c)
         log.warning(
             "pibox: the Pi drivers run on EMULATED chips (bench only); meters on %s",
             self.meter_port,
@@ -235,18 +234,12 @@ class PiboxWorld:
         for c in self._conns:
             c.sim.close()
         self.factory.close()
-        for name in ("spidev", "RPi", "RPi.GPIO", "mfrc522"):
-            sys.modules.pop(name, None)
-        sys.modules.update(self._saved_modules)
 
     # -- the copper: pins in, levels out ------------------------------------------
 
     def _on_pin_change(self, pin: WorldPin) -> None:
         number = pin.info.name  # "GPIO17"
         with self._lock:
-            r = self._cfg.reader
-            if r.kind == "rc522" and number == f"GPIO{r.rst_pin}":
-                self.chip.set_reset_pin(bool(pin.state))
             for c in self._conns:
                 if number in self._outputs(c):
                     self._update(c)
@@ -291,7 +284,7 @@ class PiboxWorld:
                 c.locked = False
         if lk.kind != "none" and lk.sense_pin is not None:
             self._drive(lk.sense_pin, c.locked, lk.sense_active_high)
-        self._set_adc(c, duty, running, line_high=pwm.frequency is not None and duty >= 1.0)
+        self._set_lines(c)
 
     def _drive(self, number: int, active: bool, active_high: bool) -> None:
         pin = self._pin(number)
@@ -302,36 +295,21 @@ class PiboxWorld:
         else:
             pin.drive_low()
 
-    def _set_adc(self, c: _Connector, duty: float, running: bool, *, line_high: bool) -> None:
-        """The CP and PP voltages the MCP3008 converts, as a free-running ADC sees them."""
+    def _set_lines(self, c: _Connector) -> None:
+        """What the EV and its cable put on the CP and PP lines the MCP3008 converts."""
         p = c.cfg.pilot
-        adc = self.factory.adc(p.adc_device)
-
-        def frac(volts: float) -> float:
-            return min(1.0, max(0.0, (volts - p.cp_offset_v) / p.cp_span_v))
-
-        state = c.sim.ev_state()
-        if c.cp_f:
-            levels = [frac(-12.0)]
-        elif state is EvState.E:
-            levels = [frac(0.0)]
-        elif running:
-            high = max(1, min(PWM_SLOTS - 1, round(duty * PWM_SLOTS)))
-            levels = [frac(CP_LEVEL_V[state])] * high + [frac(-12.0)] * (PWM_SLOTS - high)
-        elif line_high:
-            levels = [frac(CP_LEVEL_V[state])]
-        else:
-            levels = [frac(-12.0)]  # the driver holds the line at -12 V (or is released)
-        adc.set_channel(p.cp_channel, *levels)
+        if c.line is not None:
+            if c.cp_f:
+                c.line.set_levels(-12.0, -12.0)  # the line sits at -12 V whatever the PWM
+            else:
+                c.line.plug(c.sim.ev_state().value)
         if p.pp_channel is not None:
+            adc = self.factory.adc(p.adc_device)
             if c.sim.plugged and c.sim.cable_capacity_a is not None:
                 ohm = PP_OHM[c.sim.cable_capacity_a]
                 adc.set_channel(p.pp_channel, ohm / (ohm + p.pp_pullup_ohm))
             else:
                 adc.set_channel(p.pp_channel, 1.0)
-
-    def _idle_adc(self, c: _Connector) -> None:
-        self._set_adc(c, 1.0, False, line_high=True)
 
     # -- bench controls (the mock station's contract) -------------------------------
 
@@ -480,7 +458,6 @@ class PiboxWorld:
             connectors = []
             for c in self._conns:
                 s = c.sim
-                adc = self.factory.adc(c.cfg.pilot.adc_device)
                 pwm = self._pin(c.cfg.pilot.pwm_pin)
                 connectors.append(
                     {
@@ -496,7 +473,6 @@ class PiboxWorld:
                         "locked": c.locked,
                         "power_w": s.power_w(),
                         "energy_wh": s.energy_wh,
-                        "adc_conversions": [t for t in adc.conversion_times if t > since],
                     }
                 )
             return {
@@ -506,6 +482,7 @@ class PiboxWorld:
                 "faults": self.active_faults(),
                 "events": [e for e in self.events if e["t"] > since],
                 "contactor_moves": [m for m in self.contactor_moves if m["t"] > since],
+                "adc_transfers": [t for t in self.factory.transfer_times if t > since],
                 "now": time.monotonic(),
             }
 
