@@ -67,6 +67,8 @@ _STATION_FAULTS = frozenset({"reader_dead", "meter_silent"})
 PP_OHM = {13: 1500.0, 20: 680.0, 32: 220.0, 63: 100.0, 70: 100.0}
 HISTORY = 2000  # contactor movements and stimuli kept for the bench
 CONVERSIONS_KEPT = 20000
+REPORTED = 200  # records per snapshot: a control-socket answer stays one short line
+BURST_GAP_S = 0.002  # ADC transfers closer than this belong to one reading of the pilot
 
 
 def check_bench_only(cfg: HardwareConfig) -> None:
@@ -480,9 +482,10 @@ class PiboxWorld:
                 "connectors": connectors,
                 "reader": {"dead": self.chip.dead is not None, "cards": len(self.chip.cards)},
                 "faults": self.active_faults(),
-                "events": [e for e in self.events if e["t"] > since],
-                "contactor_moves": [m for m in self.contactor_moves if m["t"] > since],
-                "adc_transfers": [t for t in self.factory.transfer_times if t > since],
+                "events": [e for e in self.events if e["t"] > since][-REPORTED:],
+                "contactor_moves": [m for m in self.contactor_moves if m["t"] > since][-REPORTED:],
+                "adc_transfers": sum(1 for t in self.factory.transfer_times if t > since),
+                "adc_bursts": _bursts([t for t in self.factory.transfer_times if t > since]),
                 "now": time.monotonic(),
             }
 
@@ -571,6 +574,12 @@ class _WorldMeter(modbus.FakeMeter):
                 continue
             registers[offset : offset + reg.width] = _encode(reg, value)
         return None
+
+
+def _bursts(times: list[float]) -> list[float]:
+    """Start instants of the ADC's bursts (one pilot reading each), the latest REPORTED."""
+    starts = [t for i, t in enumerate(times) if i == 0 or t - times[i - 1] > BURST_GAP_S]
+    return starts[-REPORTED:]
 
 
 def _encode(reg: Register, value: float) -> list[int]:
