@@ -68,7 +68,8 @@ PP_OHM = {13: 1500.0, 20: 680.0, 32: 220.0, 63: 100.0, 70: 100.0}
 HISTORY = 2000  # contactor movements and stimuli kept for the bench
 CONVERSIONS_KEPT = 20000
 REPORTED = 200  # records per snapshot: a control-socket answer stays one short line
-BURST_GAP_S = 0.002  # ADC transfers closer than this belong to one reading of the pilot
+BURST_GAP_S = 0.005  # ADC transfers closer than this belong to one reading of the pilot
+BURST_MIN = 4  # fewer transfers are a PP reading, not a CP one
 
 
 def check_bench_only(cfg: HardwareConfig) -> None:
@@ -578,8 +579,12 @@ class _WorldMeter(modbus.FakeMeter):
 
 def _bursts(times: list[float]) -> list[float]:
     """Start instants of the ADC's bursts (one pilot reading each), the latest REPORTED."""
-    starts = [t for i, t in enumerate(times) if i == 0 or t - times[i - 1] > BURST_GAP_S]
-    return starts[-REPORTED:]
+    bursts: list[list[float]] = []
+    for i, t in enumerate(times):
+        if i == 0 or t - times[i - 1] > BURST_GAP_S:
+            bursts.append([])
+        bursts[-1].append(t)
+    return [b[0] for b in bursts if len(b) >= BURST_MIN][-REPORTED:]
 
 
 def _encode(reg: Register, value: float) -> list[int]:
