@@ -41,6 +41,15 @@ FIGURES = {
     "replay_backlog_time",
     "replay_backlog_gap",
     "replay_backlog_cpu",
+    # the Pi driver stack on emulated chips (chargerd/bench/perflib/pibox.py)
+    "pibox_f_to_open",
+    "pibox_card_to_open",
+    "pibox_remote_stop_to_open",
+    "pibox_silent_f_to_open",
+    "pibox_silent_card_to_open",
+    "pibox_silent_remote_stop_to_open",
+    "pibox_pilot_rate",
+    "pibox_silent_pilot_rate",
 }
 #: Figures a daemon may legitimately not offer (it answers NotSupported), reported as skipped.
 OPTIONAL = {"resp_trigger_message"}
@@ -56,6 +65,9 @@ TARGETED = {
     "rss_charging",
     "replay_live_rate",
     "replay_backlog_rate",
+    "pibox_f_to_open",
+    "pibox_remote_stop_to_open",
+    "pibox_pilot_rate",
 }
 
 
