@@ -406,7 +406,8 @@ async def test_two_connectors_share_one_adc(tmp_path: Path) -> None:
     two.set_offered_current(20)
     assert await one.ev_state() is EvState.A and await one.cable_capacity_a() is None
     assert await two.ev_state() is EvState.C and await two.cable_capacity_a() == 20
-    assert tree.channel(0, 0).duty == 1.0 and tree.channel(0, 1).duty == pytest.approx(1 / 3, abs=1e-5)
+    assert tree.channel(0, 0).duty == 1.0
+    assert tree.channel(0, 1).duty == pytest.approx(1 / 3, abs=1e-5)
     one.release()
     two.release()
     factory.close()
