@@ -180,6 +180,14 @@ async def start_session(rig: PiboxRig, csms: Any, say: Callable[[str], None]) ->
     return starts[before].payload
 
 
+async def end_after_fault(rig: PiboxRig) -> None:
+    """A session a fault interrupted: the card ends it if the fault did not already."""
+    st = await rig.connector(1)
+    if st["transaction_id"] is not None:
+        await card_taken_away(rig)
+        await rig.card(CARD)
+
+
 async def end_session(rig: PiboxRig, csms: Any, stops_before: int) -> dict:
     stops = await csms.wait_for(
         "StopTransaction",
@@ -192,13 +200,26 @@ async def end_session(rig: PiboxRig, csms: Any, stops_before: int) -> dict:
     return stops[stops_before].payload
 
 
+def sysfs_pwm(rig: PiboxRig, chip: int = 0, channel: int = 0) -> dict[str, str]:
+    """The emulated kernel's PWM files of the pilot, as ``cat`` shows them on a Pi."""
+    d = rig.state_dir / "sysfs-pwm" / f"pwmchip{chip}" / f"pwm{channel}"
+    return {name: (d / name).read_text().strip() for name in ("period", "duty_cycle", "enable")}
+
+
 async def check_pilot(rig: PiboxRig) -> tuple[float, float]:
-    """The PWM the EV sees is the duty of the offered current, at 1 kHz."""
+    """The PWM the EV sees is the duty of the offered current, at 1 kHz, read in sysfs."""
     st = await rig.connector(1)
     world = (await rig.world(since=time.monotonic()))["connectors"][0]
     offered = st["offered_current_a"]
-    duty, freq = world["pwm_duty"], world["pwm_frequency_hz"]
-    if offered is None or abs(duty - duty_for_current(offered)) > 1e-6 or freq != 1000:
+    if world["pwm"] == "sysfs":
+        files = sysfs_pwm(rig)
+        period, duty_ns = int(files["period"]), int(files["duty_cycle"])
+        if files["enable"] != "1" or period <= 0:
+            raise ScenarioFailed(f"the kernel PWM does not run: {files}")
+        duty, freq = duty_ns / period, 1e9 / period
+    else:
+        duty, freq = world["pwm_duty"], world["pwm_frequency_hz"] or 0.0
+    if offered is None or abs(duty - duty_for_current(offered)) > 0.001 or abs(freq - 1000) > 5:
         raise ScenarioFailed(f"pilot PWM {duty} at {freq} Hz does not offer {offered} A")
     if world["ev_state"] != "C" or world["power_w"] <= 0:
         raise ScenarioFailed(f"the EV does not draw: {world}")
@@ -219,7 +240,7 @@ async def run_scenario(
     # 1. card start, pilot, MeterValues from the Modbus server, card stop
     start = await start_session(rig, csms, say)
     offered, duty = await check_pilot(rig)
-    say(f"  pilot: {offered:g} A offered as {duty * 100:.2f} % duty at 1 kHz; the EV draws")
+    say(f"  pilot: {offered:g} A offered as {duty * 100:.3f} % duty at 1 kHz; the EV draws")
     mv_before = len(csms.calls("MeterValues", cp))
     values = await csms.wait_for(
         "MeterValues", predicate=lambda r: r.cp_id == cp, count=mv_before + 2, timeout=20
@@ -261,11 +282,18 @@ async def run_scenario(
     await rig.fault("ev_state_f", True, 1)
     t_f = await last_event_time(rig, "ev_state_f_on", t0)
     reactions["EV state F"] = await contactor_open_after(rig, t_f)
+    await rig.wait_status(
+        lambda s: (
+            s["connectors"][0]["transaction_id"] is None
+            or s["connectors"][0]["status"] != "Charging"
+        ),
+        timeout=10,
+        what="the station to leave Charging after state F",
+    )
     st = await rig.connector(1)
     await rig.fault("ev_state_f", False, 1)
     say(f"  EV state F: contactor open, connector {st['status']} ({st['error_code']})")
-    await card_taken_away(rig)
-    await rig.card(CARD)
+    await end_after_fault(rig)
     stop = await end_session(rig, csms, stops)
     say(f"  after state F: StopTransaction {stop.get('reason', 'Local')}")
 

@@ -33,9 +33,10 @@ Public API (stable; ``./dev pibox`` relies on it):
     low_v)`` any others; ``short_diode()`` (the low side follows the EV's
     resistor); ``lose_negative_supply()`` (the generator's low side is 0 V).
     ``volts_at(t)`` and ``__call__(t)`` (the ADC level, 0..1) read it.
-``SimClock(start=0.0, *, transfer_s=(25e-6, 75e-6), rng=None)``
+``SimClock(start=0.0, *, transfer_s=(25e-6, 75e-6), stall_p=0.0, stall_s=(0.2e-3, 3e-3),
+rng=None)``
     ``now`` / ``__call__()``; ``advance(dt)``; ``transfer()`` moves on by one
-    random transfer time.
+    random transfer time (and, with probability ``stall_p``, a preemption first).
 ``Mcp3008MockFactory(revision=None, *, clock=time.monotonic, on_transfer=None)``
     a gpiozero MockFactory with PWM-capable pins; ``adc(device, port=0)`` is the
     chip behind SPI<port> CE<device>, created on first use.
@@ -80,10 +81,14 @@ class SimClock:
         start: float = 0.0,
         *,
         transfer_s: tuple[float, float] = (25e-6, 75e-6),
+        stall_p: float = 0.0,
+        stall_s: tuple[float, float] = (0.2e-3, 3e-3),
         rng: random.Random | None = None,
     ) -> None:
         self.now = start
         self.transfer_s = transfer_s
+        self.stall_p = stall_p
+        self.stall_s = stall_s
         self._rng = rng or random.Random(0)
 
     def __call__(self) -> float:
@@ -93,7 +98,13 @@ class SimClock:
         self.now += dt
 
     def transfer(self) -> None:
-        """One SPI transfer's time: a uniform draw from ``transfer_s``."""
+        """One SPI transfer's time: a uniform draw from ``transfer_s``.
+
+        With probability ``stall_p`` the reading thread was preempted first, for a
+        uniform draw from ``stall_s`` (a busy Pi's scheduler, a garbage collection).
+        """
+        if self.stall_p and self._rng.random() < self.stall_p:
+            self.now += self._rng.uniform(*self.stall_s)
         self.now += self._rng.uniform(*self.transfer_s)
 
 

@@ -157,8 +157,11 @@ class PiboxWorld:
 
     FAULT_NAMES = FAULT_NAMES
 
-    def __init__(self, cfg: HardwareConfig, state_dir: Path) -> None:
+    def __init__(self, cfg: HardwareConfig, state_dir: Path, *, pwm_tree: Any = None) -> None:
+        """``pwm_tree`` is the emulated kernel (hal.emulated.sysfs_pwm.SysfsPwmTree) of the
+        connectors whose pilot is on the sysfs PWM; the others' PWM is a gpiozero pin."""
         check_bench_only(cfg)
+        self._tree = pwm_tree
         self._cfg = cfg
         self._state_dir = Path(state_dir)
         self._state_dir.mkdir(parents=True, exist_ok=True)
@@ -211,15 +214,41 @@ class PiboxWorld:
             )
         for c in self._conns:
             p = c.cfg.pilot
-            c.line = CpLine(
-                PinPwm(self._pin(p.pwm_pin)), offset_v=p.cp_offset_v, span_v=p.cp_span_v
-            )
+            c.line = CpLine(self._pwm(c), offset_v=p.cp_offset_v, span_v=p.cp_span_v)
             self.factory.adc(p.adc_device).set_source(p.cp_channel, c.line)
             self._set_lines(c)
         log.warning(
             "pibox: the Pi drivers run on EMULATED chips (bench only); meters on %s",
             self.meter_port,
         )
+
+    def _pwm(self, c: _Connector) -> Any:
+        """The CP generator's output: a sysfs PWM channel of the kernel, or a gpiozero pin."""
+        p = c.cfg.pilot
+        if p.pwm == "sysfs":
+            if self._tree is None:
+                raise HardwareConfigError("the emulated Pi needs a PWM sysfs tree for pwm = sysfs")
+            return self._tree.channel(p.pwm_chip, p.pwm_channel)
+        return PinPwm(self._pin(p.pwm_pin))
+
+    def _pwm_now(self, c: _Connector) -> tuple[float, float | None]:
+        """(duty 0..1, frequency in Hz or None when the generator does not run)."""
+        pwm = self._pwm(c)
+        if isinstance(pwm, PinPwm):
+            return float(pwm.pin.state or 0.0), pwm.pin.frequency
+        period = pwm.realised_period_ns
+        if not (pwm.exported and pwm.enabled) or period == 0:
+            return 0.0, None
+        duty = pwm.duty if pwm.polarity == "normal" else 1.0 - pwm.duty
+        return duty, 1e9 / period
+
+    def pwm_settle(self) -> None:
+        """The pilot driver's hook after each sysfs write: the kernel applies it, the EV answers."""
+        if self._tree is not None:
+            self._tree.sync()
+        with self._lock:
+            for c in self._conns:
+                self._update(c)
 
     def settle(self) -> None:
         """After the drivers opened their devices: put every input at its world level."""
@@ -259,10 +288,8 @@ class PiboxWorld:
         """Recompute what the world does from the station's outputs; drive its inputs."""
         cfg = c.cfg
         # Pilot PWM -> the offer the EV reads.
-        pwm = self._pin(cfg.pilot.pwm_pin)
-        duty = float(pwm.state or 0.0)
-        running = pwm.frequency is not None and 0.0 < duty < 1.0
-        offer = current_for_duty(duty) if running else None
+        duty, freq = self._pwm_now(c)
+        offer = current_for_duty(duty) if freq is not None and 0.0 < duty < 1.0 else None
         c.sim.set_offer(offer)
         # Contactor coil: a pull-down holds an undriven line low.
         coil = bool(self._pin(cfg.contactor.pin).state) == cfg.contactor.active_high
@@ -461,15 +488,16 @@ class PiboxWorld:
             connectors = []
             for c in self._conns:
                 s = c.sim
-                pwm = self._pin(c.cfg.pilot.pwm_pin)
+                duty, freq = self._pwm_now(c)
                 connectors.append(
                     {
                         "connector": c.number,
                         "plugged": s.plugged,
                         "ev_state": "F" if c.cp_f else s.ev_state().value,
                         "wants_charge": s.wants_charge,
-                        "pwm_duty": float(pwm.state or 0.0),
-                        "pwm_frequency_hz": pwm.frequency,
+                        "pwm": c.cfg.pilot.pwm,
+                        "pwm_duty": duty,
+                        "pwm_frequency_hz": freq,
                         "offered_current_a": s.offered_current_a,
                         "coil_energised": c.energised,
                         "contactor_closed": s.contacts_closed,

@@ -8,11 +8,11 @@ through opening.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import logging
+import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -139,15 +139,22 @@ def make_pin_factory(name: str) -> Any:
 
 
 async def open_pi_station(
-    cfg: HardwareConfig, state_dir: Path, *, pin_factory: Any = None
+    cfg: HardwareConfig,
+    state_dir: Path,
+    *,
+    pin_factory: Any = None,
+    pwm_settle: Callable[[], None] | None = None,
 ) -> StationHardware:
     """Open every device of the Pi station; on any failure release what was opened.
 
     ``pin_factory`` (a gpiozero Factory) wins over ``cfg.pin_factory``; a
     factory built here from its name is closed with the station, one passed
-    in belongs to the caller.  ``state_dir`` is not needed by real hardware,
-    whose state lives in the devices; the emulated Pi (``pin_factory =
-    "emulated"``) keeps its world (plugged EVs, meter registers) there.
+    in belongs to the caller.  ``pwm_settle`` is handed to the sysfs PWM
+    drivers (an emulated kernel's ``sync``).  ``state_dir`` is not needed by
+    real hardware; with ``pin_factory = "mock"`` it holds the emulated PWM
+    sysfs tree (hal.emulated.sysfs_pwm) that the pilots then use, and the
+    emulated Pi (``pin_factory = "emulated"``) also keeps its world there
+    (plugged EVs, meter registers).
     """
     check_pins(cfg)
     if not cfg.connectors:
@@ -160,17 +167,22 @@ async def open_pi_station(
             # Pi in a box (bench only): the chips and the world around them, in-process.
             from hal.emulated.pibox import PiboxWorld
 
-            world = PiboxWorld(cfg, state_dir)
+            cfg, tree = _emulated_pwm(cfg, state_dir, closers)
+            world = PiboxWorld(cfg, state_dir, pwm_tree=tree)
             closers.append(world.close)
             await world.start()
             factory = world.factory
-            bus_cfg = dataclasses.replace(cfg.meter_bus, transport="rtu", port=world.meter_port)
-            cfg = dataclasses.replace(cfg, meter_bus=bus_cfg)
+            pwm_settle = world.pwm_settle  # the kernel plays each write, the EV answers it
+            cfg = replace(
+                cfg, meter_bus=replace(cfg.meter_bus, transport="rtu", port=world.meter_port)
+            )
         elif factory is None and cfg.pin_factory is not None:
             factory = make_pin_factory(cfg.pin_factory)
             closers.append(factory.close)
             if cfg.pin_factory == "mock":
-                _idle_inputs(factory, cfg)
+                cfg, tree = _emulated_pwm(cfg, state_dir, closers)
+                pwm_settle = tree.sync
+                _idle_inputs(factory, cfg, tree)
 
         from hal.pi.meter import ModbusBus, ModbusMeter  # pymodbus: only a Pi station needs it
 
@@ -187,7 +199,7 @@ async def open_pi_station(
                 closers.append(lock.release)
             indicator = GpioIndicator(c.led, pin_factory=factory)
             closers.append(indicator.release)
-            pilot = GpioPilot(c.pilot, pin_factory=factory)
+            pilot = GpioPilot(c.pilot, pin_factory=factory, settle=pwm_settle)
             closers.append(pilot.release)
             meter = ModbusMeter(bus, model=c.meter_model, unit_id=c.meter_unit_id)
             connectors.append(
@@ -220,12 +232,40 @@ async def open_pi_station(
     )
 
 
-def _idle_inputs(factory: Any, cfg: HardwareConfig) -> None:
-    """A bench without a car: CP at +12 V (state A), PP open (no cable)."""
+def _emulated_pwm(
+    cfg: HardwareConfig, state_dir: Path, closers: list[Callable[[], Any]]
+) -> tuple[HardwareConfig, Any]:
+    """The bench's kernel: a PWM sysfs tree in ``state_dir`` that the sysfs pilots use."""
+    from hal.emulated.sysfs_pwm import SysfsPwmTree  # the bench's; never on a charger
+
+    chips: dict[int, int] = {}
+    for c in cfg.connectors:
+        if c.pilot.pwm == "sysfs":
+            chips[c.pilot.pwm_chip] = max(chips.get(c.pilot.pwm_chip, 2), c.pilot.pwm_channel + 1)
+    root = Path(state_dir) / "sysfs-pwm"
+    # The emulated kernel lives and dies with this process: after a kill -9 the next start
+    # is its reboot, and a tree left behind would show channels no kernel has exported.
+    shutil.rmtree(root, ignore_errors=True)
+    tree = SysfsPwmTree(root, chips=chips)
+    closers.append(lambda: shutil.rmtree(root, ignore_errors=True))
+    conns = tuple(
+        replace(c, pilot=replace(c.pilot, pwm_sysfs_root=str(root)))
+        if c.pilot.pwm == "sysfs"
+        else c
+        for c in cfg.connectors
+    )
+    return replace(cfg, connectors=conns), tree
+
+
+def _idle_inputs(factory: Any, cfg: HardwareConfig, tree: Any) -> None:
+    """A bench without a car: CP follows the PWM with no EV (state A), PP open (no cable)."""
+    from hal.emulated.mcp3008 import CpLine
+
     for c in cfg.connectors:
         p = c.pilot
         adc = factory.adc(p.adc_device)
-        adc.set_channel(p.cp_channel, min(1.0, max(0.0, (12.0 - p.cp_offset_v) / p.cp_span_v)))
+        pwm = tree.channel(p.pwm_chip, p.pwm_channel) if p.pwm == "sysfs" else None
+        adc.set_source(p.cp_channel, CpLine(pwm, offset_v=p.cp_offset_v, span_v=p.cp_span_v))
         if p.pp_channel is not None:
             adc.set_channel(p.pp_channel, 1.0)
 

@@ -46,7 +46,9 @@ async def test_the_pibox_scenario_runs_on_the_pi_drivers(pibox, csms):
     status = await pibox.status()
     assert status["station"]["hardware"] == "pi"
     reasons = [r.payload.get("reason", "Local") for r in csms.calls("StopTransaction")]
-    assert reasons == ["Local", "Remote", "Local", "PowerLoss"]
+    assert len(reasons) == 4
+    assert reasons[:2] == ["Local", "Remote"] and reasons[3] == "PowerLoss"
+    assert reasons[2] in ("EmergencyStop", "Local")  # state F ends it, or the card after it
 
 
 async def test_sim_commands_drive_the_emulated_world(pibox, csms):
@@ -55,9 +57,7 @@ async def test_sim_commands_drive_the_emulated_world(pibox, csms):
         lambda s: s["ocpp"]["registration"] == "Accepted", timeout=20, what="registration"
     )
     faults = await pibox.ctl("sim.faults")
-    assert {"meter_silent", "contactor_welded", "reader_dead", "ev_error"} <= set(
-        faults["faults"]
-    )
+    assert {"meter_silent", "contactor_welded", "reader_dead", "ev_error"} <= set(faults["faults"])
     await start_session(pibox, csms, say=lambda _s: None)
 
     # The RS485 line is cut: the Modbus client times out, a meter fault is reported.

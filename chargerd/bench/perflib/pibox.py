@@ -23,6 +23,7 @@ from chargerd.bench.pibox import (
     PiboxRig,
     card_taken_away,
     contactor_open_after,
+    end_after_fault,
     last_event_time,
     start_session,
 )
@@ -77,9 +78,13 @@ async def one_reaction(rig: PiboxRig, csms: Any, kind: str) -> float:
     if kind == "f":
         await rig.fault("ev_state_f", True, 1)
         seconds = await contactor_open_after(rig, await last_event_time(rig, "ev_state_f_on", t0))
+        await rig.wait_status(
+            lambda s: s["connectors"][0]["status"] != "Charging",
+            timeout=10,
+            what="the station to leave Charging after state F",
+        )
         await rig.fault("ev_state_f", False, 1)
-        await card_taken_away(rig)
-        await rig.card(CARD)  # the session itself ends by card
+        await end_after_fault(rig)
     elif kind == "card":
         await card_taken_away(rig)
         t0 = time.monotonic()
