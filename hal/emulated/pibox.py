@@ -61,9 +61,10 @@ FAULT_NAMES: tuple[str, ...] = (
     "lock_jammed",  # the lock motor turns but the pin does not move
     "reader_dead",  # the RC522 falls off the SPI bus (reads 0x00)
     "ev_error",  # the EV shows state E: CP shorted to PE (0 V)
-    "ev_state_f",  # the CP line sits at -12 V (state F), e.g. a failed EV or front end
+    "ev_state_f",  # the CP line sits near -12 V (state F), e.g. a failed EV or front end
 )
 _STATION_FAULTS = frozenset({"reader_dead", "meter_silent"})
+F_LEVEL_V = -11.5  # the "ev_state_f" fault's CP level
 PP_OHM = {13: 1500.0, 20: 680.0, 32: 220.0, 63: 100.0, 70: 100.0}
 HISTORY = 2000  # contactor movements and stimuli kept for the bench
 CONVERSIONS_KEPT = 20000
@@ -330,7 +331,9 @@ class PiboxWorld:
         p = c.cfg.pilot
         if c.line is not None:
             if c.cp_f:
-                c.line.set_levels(-12.0, -12.0)  # the line sits at -12 V whatever the PWM
+                # The line sits near -12 V whatever the PWM (the rail less its output drop:
+                # an ADC exactly at its rail is a dead chip, which is another fault).
+                c.line.set_levels(F_LEVEL_V, F_LEVEL_V)
             else:
                 c.line.plug(c.sim.ev_state().value)
         if p.pp_channel is not None:
