@@ -10,6 +10,10 @@ measured from the world's timestamped GPIO record and printed, not asserted
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
+
 import pytest
 
 from chargerd.bench.pibox import CARD, PiboxRig, card_taken_away, run_scenario, start_session
@@ -93,3 +97,23 @@ async def test_sim_commands_drive_the_emulated_world(pibox, csms):
     world = await pibox.world()
     assert not world["connectors"][0]["coil_energised"]
     assert world["contactor_moves"][-1]["closed"] is False
+
+
+async def test_chargerctl_shows_the_emulated_world(pibox):
+    await pibox.plug(1)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "chargerd.cli",
+        "--socket",
+        str(pibox.socket),
+        "sim",
+        "world",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=20)
+    assert proc.returncode == 0
+    world = json.loads(out)
+    assert world["kind"] == "pibox"
+    assert world["connectors"][0]["plugged"] and world["connectors"][0]["pwm"] == "sysfs"
+    assert [e["event"] for e in world["events"]] == ["plug"]
