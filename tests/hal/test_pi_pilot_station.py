@@ -14,6 +14,7 @@ from hal.config import (
     PilotConfig,
     ReaderConfig,
 )
+from hal.emulated.mcp3008 import Mcp3008MockFactory
 from hal.interfaces import EvState
 from hal.pi.station import open_pi_station
 
@@ -34,7 +35,8 @@ async def test_the_mock_factory_runs_the_pilots_on_an_emulated_sysfs_tree(tmp_pa
             ),
         ),
     )
-    station = await open_pi_station(cfg, tmp_path)
+    factory = Mcp3008MockFactory()
+    station = await open_pi_station(cfg, tmp_path, pin_factory=factory)
     one, two = station.connectors
     pwm = tmp_path / "sysfs-pwm" / "pwmchip0"
     assert (pwm / "pwm0" / "enable").read_text() == "1\n"
@@ -44,5 +46,12 @@ async def test_the_mock_factory_runs_the_pilots_on_an_emulated_sysfs_tree(tmp_pa
     assert (pwm / "pwm0" / "duty_cycle").read_text() == "266666\n"
     assert await one.pilot.ev_state() is EvState.A
     assert await two.pilot.ev_state() is EvState.A
+    # The bench plugs an EV through the emulation the station set up.
+    assert factory.pwm_tree.channel(0, 0).duty == pytest.approx(0.26666)
+    factory.adc(1).source(0).plug("C")
+    # Real time here, as on a Pi: a preempted burst can delay the change by a poll or two.
+    states = [await one.pilot.ev_state() for _ in range(5)]
+    assert EvState.C in states and states[-1] is EvState.C
     await station.aclose()
     assert not pwm.exists()
+    factory.close()
