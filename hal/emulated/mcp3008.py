@@ -20,8 +20,8 @@ Public API (stable; ``./dev pibox`` relies on it):
 ``Mcp3008(*, clock=time.monotonic, on_transfer=None)`` (alias ``MockMcp3008``)
     ``set_channel(ch, *levels)``: steady level(s), fractions of Vref; several are
     taken in turn by successive conversions.  ``set_source(ch, fn)``: ``fn(t)``
-    gives the level at clock time ``t``; ``source(ch)`` returns it (None for levels).  ``disconnect()`` / ``reconnect()``:
-    every transfer fails (OSError) as a dead bus does.  ``stick(raw)`` /
+    gives the level at clock time ``t``; ``source(ch)`` returns it (None for levels).
+    ``disconnect()`` / ``reconnect()``: every transfer fails (OSError) as a dead bus does.  ``stick(raw)`` /
     ``unstick()``: a dead chip that answers without an SPI error: 0 (MISO held
     low) or 1023 (MISO floating high: every bit 1, the null bit too).
     ``conversions``: how many were made.  ``on_transfer()`` is called at the
