@@ -21,8 +21,8 @@ Public API (stable; ``./dev pibox`` relies on it):
     ``set_channel(ch, *levels)``: steady level(s), fractions of Vref; several are
     taken in turn by successive conversions.  ``set_source(ch, fn)``: ``fn(t)``
     gives the level at clock time ``t``; ``source(ch)`` returns it (None for levels).
-    ``disconnect()`` / ``reconnect()``: every transfer fails (OSError) as a dead bus does.  ``stick(raw)`` /
-    ``unstick()``: a dead chip that answers without an SPI error: 0 (MISO held
+    ``disconnect()`` / ``reconnect()``: every transfer fails (OSError) as a dead bus does.
+    ``stick(raw)`` / ``unstick()``: a dead chip that answers without an SPI error: 0 (MISO held
     low) or 1023 (MISO floating high: every bit 1, the null bit too).
     ``conversions``: how many were made.  ``on_transfer()`` is called at the
     start of each transfer (a SimClock's ``transfer``).
