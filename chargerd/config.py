@@ -45,8 +45,8 @@ MAX_CONNECTORS = 8
 PIN_FACTORIES = ("lgpio", "rpigpio", "pigpio", "native", "mock")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 GPIO_RANGE = (0, 27)  # BCM numbers on the 40-pin header
-# SPI0 carries the RC522 (CE0) and the MCP3008 (CE1); these lines are not free GPIOs.
 HARDWARE_PWM_PINS = (12, 13, 18, 19)  # the header pins a dtoverlay=pwm can route PWM to
+# SPI0 carries the RC522 (CE0) and the MCP3008 (CE1); these lines are not free GPIOs.
 SPI0_PINS = {7: "SPI0 CE1", 8: "SPI0 CE0", 9: "SPI0 MISO", 10: "SPI0 MOSI", 11: "SPI0 SCLK"}
 # OCPP-J appends the identity to the URL; the Security Whitepaper limits it to these.
 _CP_ID = re.compile(r"^[A-Za-z0-9*\-_=:+|@.]{1,48}$")
