@@ -94,6 +94,7 @@ async def test_no_false_e_or_f_and_every_real_f_within_100_ms(tmp_path: Path, se
     assert false_reports == []
     assert missed == [], f"missed or late: {missed}"
     assert max(latencies) <= 0.1
+    assert pilot.spi_transfers == adc.transfers == adc.conversions  # one per conversion
     per_call = adc.conversions / calls
     print(
         f"\n{adc.conversions} conversions, {calls} samples ({per_call:.1f} transfers each, "
