@@ -20,9 +20,9 @@ Public API (stable; ``./dev pibox`` relies on it):
 ``Mcp3008(*, clock=time.monotonic, on_transfer=None)`` (alias ``MockMcp3008``)
     ``set_channel(ch, *levels)``: steady level(s), fractions of Vref; several are
     taken in turn by successive conversions.  ``set_source(ch, fn)``: ``fn(t)``
-    gives the level at clock time ``t``.  ``disconnect()`` / ``reconnect()``:
-    every transfer fails (OSError) as a dead bus does.  ``stick(raw)`` /
-    ``unstick()``: a dead chip that answers without an SPI error: 0 (MISO held
+    gives the level at clock time ``t``; ``source(ch)`` returns it (None for levels).
+    ``disconnect()`` / ``reconnect()``: every transfer fails (OSError) as a dead bus does.
+    ``stick(raw)`` / ``unstick()``: a dead chip that answers without an SPI error: 0 (MISO held
     low) or 1023 (MISO floating high: every bit 1, the null bit too).
     ``conversions``: how many were made.  ``on_transfer()`` is called at the
     start of each transfer (a SimClock's ``transfer``).
@@ -39,7 +39,10 @@ rng=None)``
     random transfer time (and, with probability ``stall_p``, a preemption first).
 ``Mcp3008MockFactory(revision=None, *, clock=time.monotonic, on_transfer=None)``
     a gpiozero MockFactory with PWM-capable pins; ``adc(device, port=0)`` is the
-    chip behind SPI<port> CE<device>, created on first use.
+    chip behind SPI<port> CE<device>, created on first use.  ``pwm_tree``: the
+    emulated PWM sysfs tree that ``open_pi_station`` set up on this factory (else None);
+    each connector's CP channel then carries a ``CpLine`` following its PWM channel
+    (``factory.adc(dev).source(cp_channel).plug("B")`` plugs an EV).
 """
 
 from __future__ import annotations
@@ -211,6 +214,12 @@ class Mcp3008:
         with self._lock:
             self._levels[channel] = source
 
+    def source(self, channel: int) -> Callable[[float], float] | None:
+        """The function of time on ``channel`` (a CpLine, say); None for steady levels."""
+        _check_channel(channel)
+        source = self._levels[channel]
+        return source if callable(source) else None
+
     def disconnect(self) -> None:
         self._connected = False
 
@@ -321,6 +330,7 @@ class Mcp3008MockFactory(MockFactory):
     ) -> None:
         super().__init__(revision, pin_class=MockPWMPin)
         self._adcs: dict[tuple[int, int], Mcp3008] = {}
+        self.pwm_tree: Any = None  # the SysfsPwmTree a Pi station on this factory set up
         self._adc_clock = clock
         self._on_transfer = on_transfer
 

@@ -201,6 +201,11 @@ class GpioPilot:
         self._offered = None if amps is None or amps == 0 else float(amps)
 
     @property
+    def spi_transfers(self) -> int:
+        """SPI transfers made so far (one per conversion): what the sampling costs the bus."""
+        return self._adc.transfers if self._adc is not None else 0
+
+    @property
     def pwm_duty(self) -> float:
         """The duty on the line now (fraction of the period)."""
         return self._pwm_output().duty

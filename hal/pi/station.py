@@ -179,10 +179,10 @@ async def open_pi_station(
         elif factory is None and cfg.pin_factory is not None:
             factory = make_pin_factory(cfg.pin_factory)
             closers.append(factory.close)
-            if cfg.pin_factory == "mock":
-                cfg, tree = _emulated_pwm(cfg, state_dir, closers)
-                pwm_settle = tree.sync
-                _idle_inputs(factory, cfg, tree)
+        if cfg.pin_factory == "mock":  # the bench's emulated Pi (on a given factory too)
+            cfg, tree = _emulated_pwm(cfg, state_dir, closers)
+            factory.pwm_tree, pwm_settle = tree, tree.sync
+            _idle_inputs(factory, cfg, tree)
 
         from hal.pi.meter import ModbusBus, ModbusMeter  # pymodbus: only a Pi station needs it
 

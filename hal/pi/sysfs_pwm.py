@@ -140,7 +140,7 @@ class SysfsPwmOutput:
                 (self._chip_dir / "export").write_text(f"{self._channel}\n")
             except OSError as exc:
                 if exc.errno != errno.EBUSY:  # EBUSY: exported meanwhile; taken over below
-                    raise PilotError(f"cannot export {self.name}: {exc}") from exc
+                    raise PilotError(f"cannot export {self.name}: {exc}{_hint(exc)}") from exc
             self._settle()
         else:
             log.warning("pilot PWM %s was left exported (a crash?): taking it over", self.name)
@@ -180,7 +180,9 @@ class SysfsPwmOutput:
         try:
             (self._dir / attr).write_text(f"{value}\n")
         except OSError as exc:
-            raise PilotError(f"{self.name}/{attr}: writing {value} failed: {exc}") from exc
+            raise PilotError(
+                f"{self.name}/{attr}: writing {value} failed: {exc}{_hint(exc)}"
+            ) from exc
         finally:
             self._settle()
 
@@ -202,3 +204,12 @@ def _read_int(path: Path) -> int | None:
 def _describe(chip: Path) -> str:
     npwm = _read_int(chip / "npwm")
     return f"{chip.name} ({npwm} channels)" if npwm is not None else chip.name
+
+
+def _hint(exc: OSError) -> str:
+    """What to check for the errors a misconfigured Pi gives."""
+    if exc.errno == errno.EACCES:
+        return " (is the chargerd user in the gpio group?)"
+    if exc.errno == errno.EROFS:
+        return " (the systemd unit needs ReadWritePaths= on the PWM chip's directory)"
+    return ""

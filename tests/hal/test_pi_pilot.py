@@ -411,3 +411,29 @@ async def test_two_connectors_share_one_adc(tmp_path: Path) -> None:
     one.release()
     two.release()
     factory.close()
+
+
+@pytest.mark.parametrize(
+    ("error", "hint"),
+    [
+        (PermissionError(13, "Permission denied"), "gpio group"),
+        (OSError(30, "Read-only file system"), "ReadWritePaths"),
+    ],
+)
+def test_a_chip_we_may_not_write_says_what_to_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: OSError, hint: str
+) -> None:
+    """As a Pi without the gpio group, or under a unit that left /sys read-only, shows it."""
+    tree = SysfsPwmTree(tmp_path / "pwm")
+    real_write = Path.write_text
+
+    def write_text(self: Path, data: str, *args, **kwargs) -> int:
+        if self.name == "export":
+            raise error
+        return real_write(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    factory = Mcp3008MockFactory()
+    with pytest.raises(PilotError, match=hint):
+        GpioPilot(PilotConfig(pwm_sysfs_root=str(tree.root)), pin_factory=factory)
+    factory.close()

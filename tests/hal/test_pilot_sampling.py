@@ -30,9 +30,7 @@ CONVERSIONS = 100_000
 @pytest.mark.parametrize("seed", [2024, 61851])
 async def test_no_false_e_or_f_and_every_real_f_within_100_ms(tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
-    clock = SimClock(
-        start=rng.uniform(0, 1), transfer_s=(20e-6, 70e-6), stall_p=0.003, rng=rng
-    )
+    clock = SimClock(start=rng.uniform(0, 1), transfer_s=(20e-6, 70e-6), stall_p=0.003, rng=rng)
     tree = SysfsPwmTree(tmp_path / "pwm", clock=clock)
     factory = Mcp3008MockFactory(clock=clock, on_transfer=clock.transfer)
     adc = factory.adc(1)
@@ -96,6 +94,7 @@ async def test_no_false_e_or_f_and_every_real_f_within_100_ms(tmp_path: Path, se
     assert false_reports == []
     assert missed == [], f"missed or late: {missed}"
     assert max(latencies) <= 0.1
+    assert pilot.spi_transfers == adc.transfers == adc.conversions  # one per conversion
     per_call = adc.conversions / calls
     print(
         f"\n{adc.conversions} conversions, {calls} samples ({per_call:.1f} transfers each, "
