@@ -31,22 +31,25 @@ from __future__ import annotations
 import json
 import logging
 import os
-import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from gpiozero.pins.mock import MockPWMPin
 
 from hal.config import ConnectorConfig, HardwareConfig
 from hal.emulated import modbus_meter as modbus
 from hal.emulated import rc522
-from hal.emulated.mcp3008 import CpLine, Mcp3008MockFactory
+from hal.emulated.mcp3008 import CpLine
+from hal.emulated.pibox_chips import (
+    REPORTED,
+    PiboxFactory,
+    PinPwm,
+    WorldMeter,
+    WorldPin,
+    bursts,
+)
 from hal.errors import HardwareConfigError
-from hal.meters import TYPES, Register, load_register_map
 from hal.mock.ev import SimConnector, validate_ev
 from hal.mock.register import EnergyRegister
 from hal.pilot_math import current_for_duty
@@ -63,14 +66,9 @@ FAULT_NAMES: tuple[str, ...] = (
     "ev_error",  # the EV shows state E: CP shorted to PE (0 V)
     "ev_state_f",  # the CP line sits near -12 V (state F), e.g. a failed EV or front end
 )
-_STATION_FAULTS = frozenset({"reader_dead", "meter_silent"})
 F_LEVEL_V = -11.5  # the "ev_state_f" fault's CP level
 PP_OHM = {13: 1500.0, 20: 680.0, 32: 220.0, 63: 100.0, 70: 100.0}
 HISTORY = 2000  # contactor movements and stimuli kept for the bench
-CONVERSIONS_KEPT = 20000
-REPORTED = 200  # records per snapshot: a control-socket answer stays one short line
-BURST_GAP_S = 0.005  # ADC transfers closer than this belong to one reading of the pilot
-BURST_MIN = 4  # fewer transfers are a PP reading, not a CP one
 
 
 def check_bench_only(cfg: HardwareConfig) -> None:
@@ -92,53 +90,6 @@ def check_bench_only(cfg: HardwareConfig) -> None:
         )
 
 
-class PinPwm:
-    """The CP generator driven by a gpiozero PWM pin: the level at time ``t``.
-
-    gpiozero's pin knows frequency and duty, not phase: the period starts at
-    t = 0 of the monotonic clock, which the ADC's free-running conversions do not
-    know either.  A released pin (no frequency) or duty 0 holds the line at -12 V.
-    """
-
-    def __init__(self, pin: Any) -> None:
-        self.pin = pin
-
-    def level_at(self, t: float) -> bool:
-        duty = float(self.pin.state or 0.0)
-        freq = self.pin.frequency
-        if duty >= 1.0:
-            return freq is not None or self.pin.function == "output"
-        if duty <= 0.0 or not freq:
-            return False
-        return (t * freq) % 1.0 < duty
-
-
-class WorldPin(MockPWMPin):
-    """A MockPWMPin that tells its factory's world of every change, with the instant."""
-
-    def _change_state(self, value: Any) -> bool:
-        changed = super()._change_state(value)
-        if changed:
-            listener = getattr(self.factory, "on_pin_change", None)
-            if listener is not None:
-                listener(self)
-        return changed
-
-
-class PiboxFactory(Mcp3008MockFactory):
-    """The pin factory of a pibox: WorldPins, emulated MCP3008s; changes go to ``on_pin_change``.
-
-    ``transfer_times`` keeps the instant of every ADC transfer (the pilot's
-    sampling, as a logic analyser on the SPI bus would show it).
-    """
-
-    def __init__(self) -> None:
-        self.transfer_times: deque[float] = deque(maxlen=CONVERSIONS_KEPT)
-        super().__init__(on_transfer=lambda: self.transfer_times.append(time.monotonic()))
-        self.pin_class = WorldPin
-        self.on_pin_change: Callable[[WorldPin], None] | None = None
-
-
 class _Connector:
     """One connector's copper: its wiring (config), its physics (SimConnector), its faults."""
 
@@ -150,6 +101,7 @@ class _Connector:
         self.lock_jammed = False
         self.cp_f = False
         self.energised = False
+        self.energised_at: float | None = None  # time.monotonic() of the coil's last change
         self.line: CpLine | None = None  # the CP wire, once the world is started
 
 
@@ -204,7 +156,12 @@ class PiboxWorld:
         """Lay the RS485 cable, start the meters' server, put the RC522 on SPI."""
         self._cable = modbus.PtyCable()
         meters = [
-            _WorldMeter(c, self) for c in self._conns
+            WorldMeter(
+                unit_id=c.cfg.meter_unit_id,
+                model=c.cfg.meter_model,
+                sample=lambda c=c: self._sample(c),
+            )
+            for c in self._conns
         ]  # one Modbus unit per connector's meter
         self._server = await modbus.start_rtu_server(meters, self._cable.paths[0])  # type: ignore[arg-type]
         if self._cfg.reader.kind == "rc522":
@@ -296,6 +253,7 @@ class PiboxWorld:
         coil = bool(self._pin(cfg.contactor.pin).state) == cfg.contactor.active_high
         if coil != c.energised:
             c.energised = coil
+            c.energised_at = time.monotonic()
             self.contactor_moves.append(
                 {"t": time.monotonic(), "connector": c.number, "closed": coil}
             )
@@ -503,6 +461,7 @@ class PiboxWorld:
                         "pwm_frequency_hz": freq,
                         "offered_current_a": s.offered_current_a,
                         "coil_energised": c.energised,
+                        "coil_changed_at": c.energised_at,
                         "contactor_closed": s.contacts_closed,
                         "locked": c.locked,
                         "power_w": s.power_w(),
@@ -516,10 +475,15 @@ class PiboxWorld:
                 "faults": self.active_faults(),
                 "events": [e for e in self.events if e["t"] > since][-REPORTED:],
                 "contactor_moves": [m for m in self.contactor_moves if m["t"] > since][-REPORTED:],
+                "pilot_readings": self.factory.readings,
                 "adc_transfers": sum(1 for t in self.factory.transfer_times if t > since),
-                "adc_bursts": _bursts([t for t in self.factory.transfer_times if t > since]),
+                "adc_bursts": bursts([t for t in self.factory.transfer_times if t > since]),
                 "now": time.monotonic(),
             }
+
+    def _sample(self, c: _Connector) -> Any:
+        with self._lock:
+            return c.sim.sample()
 
     # -- what survives the daemon ---------------------------------------------------
 
@@ -562,68 +526,3 @@ class PiboxWorld:
                 log.warning("pibox: connector %s: ignoring saved EV: %s", c.number, exc)
                 continue
             log.info("pibox: connector %s: the EV is still plugged in", c.number)
-
-
-class _WorldMeter(modbus.FakeMeter):
-    """The connector's Eastron meter: registers computed from the world at each request."""
-
-    def __init__(self, c: _Connector, world: PiboxWorld) -> None:
-        super().__init__(unit_id=c.cfg.meter_unit_id)
-        self._c = c
-        self._world = world
-        self._map = load_register_map(c.cfg.meter_model)
-
-    async def _action(
-        self,
-        function_code: int,
-        start_address: int,
-        address: int,
-        count: int,
-        registers: list[int],
-        set_values: list[int] | list[bool] | None,
-    ) -> Any:
-        self.requests.append((function_code, address, count))
-        del self.requests[:-100]
-        with self._world._lock:
-            s = self._c.sim.sample()
-        m = self._map
-        pairs: list[tuple[Register | None, float | None]] = [
-            (m.energy_wh, s.energy_wh),
-            (m.power_w, s.power_w),
-            (m.frequency_hz, s.frequency_hz),
-        ]
-        for regs, values in (
-            (m.voltage_v, s.voltage_v),
-            (m.current_a, s.current_a),
-            (m.power_per_phase_w, s.power_per_phase_w),
-        ):
-            pairs += list(zip(regs, values or (), strict=False))
-        for reg, value in pairs:
-            if reg is None or value is None:
-                continue
-            offset = reg.address - start_address
-            if not 0 <= offset <= len(registers) - reg.width:
-                continue
-            registers[offset : offset + reg.width] = _encode(reg, value)
-        return None
-
-
-def _bursts(times: list[float]) -> list[float]:
-    """Start instants of the ADC's bursts (one pilot reading each), the latest REPORTED."""
-    bursts: list[list[float]] = []
-    for i, t in enumerate(times):
-        if i == 0 or t - times[i - 1] > BURST_GAP_S:
-            bursts.append([])
-        bursts[-1].append(t)
-    return [b[0] for b in bursts if len(b) >= BURST_MIN][-REPORTED:]
-
-
-def _encode(reg: Register, value: float) -> list[int]:
-    """The register words that ``reg.decode`` turns back into ``value``."""
-    fmt, width = TYPES[reg.type]
-    raw = value / reg.scale
-    packed = struct.pack(fmt, raw if fmt == ">f" else round(raw))
-    words = list(struct.unpack(f">{width}H", packed))
-    if reg.word_order == "little":
-        words.reverse()
-    return words
