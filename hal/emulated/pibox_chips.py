@@ -72,7 +72,7 @@ class PiboxFactory(Mcp3008MockFactory):
 
     def __init__(self) -> None:
         self.transfer_times: deque[float] = deque(maxlen=CONVERSIONS_KEPT)
-        self.readings = 0  # completed bursts of at least BURST_MIN transfers: CP readings
+        self.readings = 0  # bursts of at least BURST_MIN transfers: CP readings
         self._burst = 0
         super().__init__(on_transfer=self._transferred)
         self.pin_class = WorldPin
@@ -81,10 +81,10 @@ class PiboxFactory(Mcp3008MockFactory):
     def _transferred(self) -> None:
         now = time.monotonic()
         if self.transfer_times and now - self.transfer_times[-1] > BURST_GAP_S:
-            if self._burst >= BURST_MIN:
-                self.readings += 1
             self._burst = 0
         self._burst += 1
+        if self._burst == BURST_MIN:  # counted as soon as it is a CP reading
+            self.readings += 1
         self.transfer_times.append(now)
 
 
