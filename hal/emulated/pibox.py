@@ -252,10 +252,9 @@ class PiboxWorld:
         # Contactor coil: a pull-down holds an undriven line low.
         coil = bool(self._pin(cfg.contactor.pin).state) == cfg.contactor.active_high
         if coil != c.energised:
-            c.energised = coil
-            c.energised_at = time.monotonic()
+            c.energised, c.energised_at = coil, time.monotonic()
             self.contactor_moves.append(
-                {"t": time.monotonic(), "connector": c.number, "closed": coil}
+                {"t": c.energised_at, "connector": c.number, "closed": coil}
             )
         c.sim.command_contacts(coil)
         k = cfg.contactor
