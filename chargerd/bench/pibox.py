@@ -312,6 +312,12 @@ async def run_scenario(
     st = await rig.connector(1)
     if st["contactor_closed"]:
         raise ScenarioFailed("after the restart the contactor is closed")
+    meter_now = (await rig.world(since=time.monotonic()))["connectors"][0]["energy_wh"]
+    if meter_now < recs[stops].payload["meterStop"]:
+        raise ScenarioFailed(
+            f"the meter went backwards over the kill: {meter_now} Wh < meterStop "
+            f"{recs[stops].payload['meterStop']} Wh"
+        )
     await rig.unplug(1)
     await rig.wait_connector(1, "Available", timeout=15)
     say("  after the restart: StopTransaction PowerLoss, contactor open")

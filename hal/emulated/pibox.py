@@ -124,8 +124,10 @@ class PiboxWorld:
         mock = cfg.mock
         self._conns: list[_Connector] = []
         for n, c in enumerate(cfg.connectors, start=1):
+            # Written at every change (not once a second as the mock's): a kill -9 kills this
+            # meter with the daemon, and a real meter never reads less after a restart.
             register = EnergyRegister(
-                self._state_dir / f"pibox-meter-{n}.json", monotonic=time.monotonic
+                self._state_dir / f"pibox-meter-{n}.json", monotonic=time.monotonic, interval_s=0.0
             )
             sim = SimConnector(
                 n,
