@@ -413,10 +413,18 @@ SPLITS = [
     ("evenly between two", 32.0, [(1, 32.0, 1), (2, 32.0, 2)], {1: 16.0, 2: 16.0}),
     ("what one cannot use goes to the other", 32.0, [(1, 10.0, 1), (2, 32.0, 2)], {1: 10, 2: 22}),
     ("a share below 6 A pauses the last started", 10.0, [(1, 32, 1), (2, 32, 2)], {1: 10, 2: 0}),
-    ("three sharing 15 A: the last started waits", 15.0, [(1, 32, 1), (2, 32, 2), (3, 32, 3)],
-     {1: 7.5, 2: 7.5, 3: 0.0}),  # fmt: skip
-    ("three sharing 20 A: 6.67 A each", 20.0, [(1, 32, 1), (2, 32, 2), (3, 32, 3)],
-     {1: 20 / 3, 2: 20 / 3, 3: 20 / 3}),  # fmt: skip
+    (
+        "three sharing 15 A: the last started waits",
+        15.0,
+        [(1, 32, 1), (2, 32, 2), (3, 32, 3)],
+        {1: 7.5, 2: 7.5, 3: 0.0},
+    ),
+    (
+        "three sharing 20 A: 6.67 A each",
+        20.0,
+        [(1, 32, 1), (2, 32, 2), (3, 32, 3)],
+        {1: 20 / 3, 2: 20 / 3, 3: 20 / 3},
+    ),
     ("a connector limited below 6 A takes nothing", 32.0, [(1, 4.0, 1), (2, 32, 2)], {1: 0, 2: 32}),
     ("a zero cap pauses everyone", 0.0, [(1, 32, 1), (2, 32, 2)], {1: 0.0, 2: 0.0}),
 ]
