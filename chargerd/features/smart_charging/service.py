@@ -29,6 +29,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from ocpp.exceptions import InternalError
 from ocpp.routing import on
 from ocpp.v16 import call_result
 from ocpp.v16.enums import (
@@ -321,13 +322,19 @@ class SmartChargingService:
                 self._applied.pop(cid, None)
         self._wake.set()
 
-    def _forget(self, ids: list[int]) -> None:
-        for pid in ids:
-            self.profiles.pop(pid, None)
+    def _forget(self, ids: list[int], *, strict: bool = False) -> None:
+        """Delete profiles, from the disk first.  ``strict``: a store failure raises and
+        changes nothing (ClearChargingProfile must not claim what a restart would undo);
+        otherwise the profiles leave memory anyway (an ended TxProfile, an expired one:
+        at the next start they are dropped again)."""
         try:
             self._store.delete(ids)
         except StoreError as exc:
             log.error("could not delete charging profile(s) %s from the store: %s", ids, exc)
+            if strict:
+                raise
+        for pid in ids:
+            self.profiles.pop(pid, None)
 
     # -- installing -----------------------------------------------------------------------
 
@@ -460,7 +467,7 @@ class SmartChargingService:
             and (stack_level is None or i.profile.stack_level == stack_level)
         ]
         if gone:
-            self._forget(gone)
+            self._forget(gone, strict=True)
             log.info("charging profile(s) %s cleared", gone)
             self._wake.set()
         return gone
@@ -482,12 +489,15 @@ class SmartChargingService:
         stack_level: int | None = None,
         **_: Any,
     ):
-        gone = self.clear(
-            profile_id=id,
-            connector_id=connector_id,
-            purpose=charging_profile_purpose,
-            stack_level=stack_level,
-        )
+        try:
+            gone = self.clear(
+                profile_id=id,
+                connector_id=connector_id,
+                purpose=charging_profile_purpose,
+                stack_level=stack_level,
+            )
+        except StoreError as exc:
+            raise InternalError(description=f"the profiles could not be deleted: {exc}") from exc
         status = ClearChargingProfileStatus.accepted if gone else ClearChargingProfileStatus.unknown
         return call_result.ClearChargingProfile(status=status)
 
