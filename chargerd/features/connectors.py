@@ -363,6 +363,7 @@ class ConnectorSupervisor:
         async with conn.busy:
             if conn.tx is not None and conn.stop_pending is None:
                 await self._offer(conn)
+                await self._drive_contactor(conn)  # a paused EV: the contactor opens now
         self._update_status(conn)
 
     async def stop(self, conn: ConnectorRuntime, reason: str, *, id_tag: str | None = None) -> None:

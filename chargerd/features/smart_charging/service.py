@@ -142,6 +142,7 @@ class SmartChargingService:
                 if offered is not None and offered > share:
                     other.hw.pilot.set_offered_current(share if share >= MIN_OFFER_A else None)
                     self._applied[other_id] = share
+                    self._sup.poke()  # a paused one's contactor opens on the next pass
             amps = shares.get(connector_id, 0.0)
         except Exception:
             log.exception(
