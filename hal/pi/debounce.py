@@ -49,6 +49,10 @@ class DebouncedInput:
         """The last accepted level (no read)."""
         return self._value
 
+    def force(self, value: bool) -> None:
+        """Accept ``value`` now (an edge seen by an interrupt is certain enough to act on)."""
+        self._value, self._candidate = bool(value), None
+
     def sample(self) -> bool:
         """Read once; the accepted level after this read."""
         raw = bool(self.device.is_active)
