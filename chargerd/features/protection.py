@@ -87,3 +87,29 @@ async def rcd_ready(conn: ConnectorRuntime) -> bool:
     conn.rcd_tested_for = tx_id
     log.info("connector %d: residual-current monitor self-test passed", conn.id)
     return True
+
+
+async def rcd_selftest_step(conn: ConnectorRuntime) -> dict:
+    """``chargerctl selftest rcd`` on one idle connector: one report step.
+
+    A monitor that passes clears a standing RCD_FAILURE.  No monitor is not a
+    failure here: the supply may be protected by an RCD type B instead.
+    """
+    name = f"connector {conn.id}: residual-current monitor"
+    rcd = conn.hw.rcd
+    if rcd is None:
+        detail = "none configured (the supply must then have an RCD type B)"
+        return {"step": name, "ok": True, "detail": detail}
+    if not rcd.can_self_test:
+        tripped = rcd.tripped
+        detail = "tripped" if tripped else "no test input wired; fault output inactive"
+        return {"step": name, "ok": not tripped, "detail": detail}
+    try:
+        await rcd.self_test()
+    except HardwareError as exc:
+        return {"step": name, "ok": False, "detail": str(exc)}
+    took = getattr(rcd, "last_trip_time_s", None)
+    detail = "tripped on its test input and released"
+    if took is not None:
+        detail += f" (trip after {took * 1000:.1f} ms)"
+    return {"step": name, "ok": True, "detail": detail}
