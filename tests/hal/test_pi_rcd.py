@@ -133,3 +133,16 @@ async def test_without_a_test_input_no_self_test(factory):
         await rcd.self_test()
     rcd.release()
     assert factory.pin(FAULT_OUT).function == "input"
+
+
+async def test_trip_to_coil_off_inside_the_edge(factory):
+    """A figure, not a timed assert: the coil is off when the edge's handling returns."""
+    import time
+
+    contactor, _rcd = wired(factory, module_tests=False)
+    await contactor.close()
+    t0 = time.perf_counter()
+    factory.pin(FAULT_OUT).drive_high()
+    took = time.perf_counter() - t0
+    assert factory.pin(COIL).state is False
+    print(f"RCD trip handled, coil off, within {took * 1e6:.0f} us (gpiozero callback)")
