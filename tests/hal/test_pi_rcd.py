@@ -22,6 +22,17 @@ def factory():
     factory.close()
 
 
+class FakeTime:
+    def __init__(self) -> None:
+        self.t = 50.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    async def sleep(self, s: float) -> None:
+        self.t += s
+
+
 def wired(factory: MockFactory, *, module_tests: bool = True, **kw):
     """A contactor and a monitor wired as hal.pi.station does; the module's test input
     drives its fault output (a healthy module) when ``module_tests``."""
@@ -29,7 +40,8 @@ def wired(factory: MockFactory, *, module_tests: bool = True, **kw):
         factory.pin(TEST_IN, pin_class=MockConnectedPin, input_pin=factory.pin(FAULT_OUT))
     contactor = GpioContactor(ContactorConfig(pin=COIL, settle_s=0.0), pin_factory=factory)
     cfg = RcdConfig(fault_pin=FAULT_OUT, test_pin=TEST_IN, trip_time_s=0.05, release_s=0.2, **kw)
-    rcd = GpioRcd(cfg, pin_factory=factory, release_window_s=0.0)
+    clock = FakeTime()  # the self-test's waits move this clock, not the wall clock
+    rcd = GpioRcd(cfg, pin_factory=factory, release_window_s=0.0, clock=clock, sleep=clock.sleep)
     interlock_rcd(rcd, contactor)
     return contactor, rcd
 
