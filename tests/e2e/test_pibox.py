@@ -117,3 +117,5 @@ async def test_chargerctl_shows_the_emulated_world(pibox):
     assert world["kind"] == "pibox"
     assert world["connectors"][0]["plugged"] and world["connectors"][0]["pwm"] == "sysfs"
     assert [e["event"] for e in world["events"]] == ["plug"]
+    # The supervisor's passes show on the SPI bus as bursts of MCP3008 transfers.
+    assert world["pilot_readings"] > 0 and world["adc_bursts"]

@@ -87,10 +87,6 @@ async def test_an_ev_plugged_in_the_world_charges_through_the_pi_drivers(station
     world.charge(1)
     assert await settled(hw.pilot) is EvState.C
 
-    readings = world.snapshot()["pilot_readings"]
-    await settled(hw.pilot, 3)
-    assert world.snapshot()["pilot_readings"] > readings  # the bursts on the SPI bus are counted
-
     await hw.contactor.close()
     snap = world.snapshot()
     assert snap["connectors"][0]["coil_energised"] and snap["connectors"][0]["contactor_closed"]
