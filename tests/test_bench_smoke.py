@@ -43,9 +43,11 @@ FIGURES = {
     "replay_backlog_cpu",
     # the Pi driver stack on emulated chips (chargerd/bench/perflib/pibox.py)
     "pibox_f_to_open",
+    "pibox_rcd_to_open",
     "pibox_card_to_open",
     "pibox_remote_stop_to_open",
     "pibox_silent_f_to_open",
+    "pibox_silent_rcd_to_open",
     "pibox_silent_card_to_open",
     "pibox_silent_remote_stop_to_open",
     "pibox_pilot_rate",

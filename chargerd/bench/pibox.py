@@ -78,6 +78,8 @@ pilot_cp_channel = 0
 pilot_pp_channel = 1
 meter_model = "sdm630"
 meter_unit_id = 1
+rcd_fault_pin = 4           # a 6 mA DC residual-current monitor, self-tested before each charge
+rcd_test_pin = 26
 """
 
 
@@ -297,7 +299,26 @@ async def run_scenario(
     stop = await end_session(rig, csms, stops)
     say(f"  after state F: StopTransaction {stop.get('reason', 'Local')}")
 
-    # 4. kill -9 while charging: StopTransaction(PowerLoss) after the restart
+    # 4. the residual-current monitor trips while charging
+    await start_session(rig, csms, say)
+    stops = len(csms.calls("StopTransaction", cp))
+    t0 = time.monotonic()
+    await rig.fault("rcd_trip", True, 1)
+    t_rcd = await last_event_time(rig, "rcd_trip_on", t0)
+    reactions["RCD trip"] = await contactor_open_after(rig, t_rcd)
+    st = await rig.wait_status(
+        lambda s: s["connectors"][0]["status"] != "Charging",
+        timeout=10,
+        what="the station to leave Charging after the RCD trip",
+    )
+    await rig.fault("rcd_trip", False, 1)
+    c = st["connectors"][0]
+    say(f"  RCD trip: contactor open, connector {c['status']} ({c['error_code']})")
+    await end_after_fault(rig)
+    stop = await end_session(rig, csms, stops)
+    say(f"  after the RCD trip: StopTransaction {stop.get('reason', 'Local')}")
+
+    # 5. kill -9 while charging: StopTransaction(PowerLoss) after the restart
     await start_session(rig, csms, say)
     stops = len(csms.calls("StopTransaction", cp))
     rig.kill9()

@@ -47,6 +47,7 @@ from hal.emulated.pibox_chips import (
     PinPwm,
     WorldMeter,
     WorldPin,
+    attach_rcd,
     bursts,
 )
 from hal.errors import HardwareConfigError
@@ -65,7 +66,11 @@ FAULT_NAMES: tuple[str, ...] = (
     "reader_dead",  # the RC522 falls off the SPI bus (reads 0x00)
     "ev_error",  # the EV shows state E: CP shorted to PE (0 V)
     "ev_state_f",  # the CP line sits near -12 V (state F), e.g. a failed EV or front end
+    "rcd_trip",  # a residual current: the monitor's fault output goes active (off: released)
+    "lock_lost",  # the cable lock lets go under the plug (its sense reads unlocked)
+    "rcd_test_fail",  # the residual-current monitor's output no longer moves: self-test fails
 )
+RCD_TRIP_AFTER_S = 0.02  # the emulated module's own reaction to its test input
 F_LEVEL_V = -11.5  # the "ev_state_f" fault's CP level
 PP_OHM = {13: 1500.0, 20: 680.0, 32: 220.0, 63: 100.0, 70: 100.0}
 HISTORY = 2000  # contactor movements and stimuli kept for the bench
@@ -99,7 +104,9 @@ class _Connector:
         self.sim = sim
         self.locked = False
         self.lock_jammed = False
+        self.lock_lost = False
         self.cp_f = False
+        self.rcd: Any = None  # hal.emulated.rcd.RcdModule, when the connector has a monitor
         self.energised = False
         self.energised_at: float | None = None  # time.monotonic() of the coil's last change
         self.line: CpLine | None = None  # the CP wire, once the world is started
@@ -173,6 +180,16 @@ class PiboxWorld:
                 self.factory, self.chip, port=r.spi_bus, device=r.spi_device, rst_pin=r.rst_pin
             )
         for c in self._conns:
+            r = c.cfg.rcd
+            if r.fault_pin is not None:
+                c.rcd = attach_rcd(
+                    self.factory,
+                    fault_pin=r.fault_pin,
+                    test_pin=r.test_pin,
+                    fault_active_high=r.fault_active_high,
+                    test_active_high=r.test_active_high,
+                    trip_after_s=min(RCD_TRIP_AFTER_S, r.trip_time_s / 2),
+                )
             p = c.cfg.pilot
             c.line = CpLine(self._pwm(c), offset_v=p.cp_offset_v, span_v=p.cp_span_v)
             self.factory.adc(p.adc_device).set_source(p.cp_channel, c.line)
@@ -273,7 +290,7 @@ class PiboxWorld:
             elif len(active) > 1 and active[1] and not active[0]:
                 c.locked = False
         if lk.kind != "none" and lk.sense_pin is not None:
-            self._drive(lk.sense_pin, c.locked, lk.sense_active_high)
+            self._drive(lk.sense_pin, c.locked and not c.lock_lost, lk.sense_active_high)
         self._set_lines(c)
 
     def _drive(self, number: int, active: bool, active_high: bool) -> None:
@@ -418,6 +435,10 @@ class PiboxWorld:
                         c.sim.set_ev_error(on)
                     elif name == "ev_state_f":
                         c.cp_f = on
+                    elif name == "lock_lost":
+                        c.lock_lost = on
+                    elif name in ("rcd_trip", "rcd_test_fail"):
+                        self._rcd_fault(c, name, on)
                     self._update(c)
         log.warning(
             "pibox: fault %s %s%s",
@@ -425,6 +446,15 @@ class PiboxWorld:
             "injected" if on else "cleared",
             " (the RS485 line is shared: every meter)" if name == "meter_silent" else "",
         )
+
+    @staticmethod
+    def _rcd_fault(c: _Connector, name: str, on: bool) -> None:
+        if c.rcd is None:
+            raise ValueError(f"{name}: connector {c.number} has no residual-current monitor")
+        if name == "rcd_trip":
+            c.rcd.trip() if on else c.rcd.reset()
+        else:
+            c.rcd.dead = on
 
     def active_faults(self) -> dict[str, Any]:
         active: dict[str, Any] = {}
@@ -437,6 +467,9 @@ class PiboxWorld:
             "lock_jammed": lambda c: c.lock_jammed,
             "ev_error": lambda c: c.sim.ev_error,
             "ev_state_f": lambda c: c.cp_f,
+            "lock_lost": lambda c: c.lock_lost,
+            "rcd_trip": lambda c: c.rcd is not None and c.rcd.tripped,
+            "rcd_test_fail": lambda c: c.rcd is not None and c.rcd.dead,
         }
         for name, flag in flags.items():
             numbers = [c.number for c in self._conns if flag(c)]

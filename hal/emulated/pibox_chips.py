@@ -19,10 +19,11 @@ from gpiozero.pins.mock import MockPWMPin
 
 from hal.emulated import modbus_meter as modbus
 from hal.emulated.mcp3008 import Mcp3008MockFactory
+from hal.emulated.rcd import RcdModule
 from hal.interfaces import MeterSample
 from hal.meters import TYPES, Register, load_register_map
 
-__all__ = ["PiboxFactory", "PinPwm", "WorldMeter", "WorldPin", "bursts"]
+__all__ = ["PiboxFactory", "PinPwm", "WorldMeter", "WorldPin", "attach_rcd", "bursts"]
 
 CONVERSIONS_KEPT = 20000
 REPORTED = 200  # records per snapshot: a control-socket answer stays one short line
@@ -149,3 +150,44 @@ def _encode(reg: Register, value: float) -> list[int]:
     if reg.word_order == "little":
         words.reverse()
     return words
+
+
+class _RcdFaultOutput(WorldPin):
+    """The monitor's push-pull fault output: the Pi's weak pull does not move it."""
+
+    def _set_pull(self, value: str) -> None:
+        self._pull = value
+
+
+class _RcdTestInput(WorldPin):
+    """The monitor's test input: it tells the module when the station drives it."""
+
+    def __init__(self, factory: Any, info: Any, *, module: RcdModule, active_high: bool) -> None:
+        super().__init__(factory, info)
+        self.module, self.active_high = module, active_high
+
+    def _change_state(self, value: Any) -> bool:
+        changed = super()._change_state(value)
+        if changed:
+            self.module.test_input(bool(value) == self.active_high)
+        return changed
+
+
+def attach_rcd(
+    factory: PiboxFactory,
+    *,
+    fault_pin: int,
+    test_pin: int | None,
+    fault_active_high: bool,
+    test_active_high: bool,
+    trip_after_s: float,
+) -> RcdModule:
+    """hal.emulated.rcd's module on a pibox's (PWM-capable) pins, before the station opens."""
+    module = RcdModule(
+        factory.pin(fault_pin, pin_class=_RcdFaultOutput),
+        fault_active_high=fault_active_high,
+        trip_after_s=trip_after_s,
+    )
+    if test_pin is not None:
+        factory.pin(test_pin, pin_class=_RcdTestInput, module=module, active_high=test_active_high)
+    return module

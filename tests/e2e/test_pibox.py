@@ -44,14 +44,14 @@ async def test_the_pibox_scenario_runs_on_the_pi_drivers(pibox, csms):
     reactions = await run_scenario(pibox, csms, say=lines.append)
     print("\n".join(lines))
     print({name: f"{s * 1000:.1f} ms" for name, s in reactions.items()})
-    assert set(reactions) == {"card stop", "RemoteStop", "EV state F"}
+    assert set(reactions) == {"card stop", "RemoteStop", "EV state F", "RCD trip"}
     assert all(0 <= s < 10 for s in reactions.values())
     # It was the Pi driver stack: the daemon says so, and the frames came from it.
     status = await pibox.status()
     assert status["station"]["hardware"] == "pi"
     reasons = [r.payload.get("reason", "Local") for r in csms.calls("StopTransaction")]
-    assert len(reasons) == 4
-    assert reasons[:2] == ["Local", "Remote"] and reasons[3] == "PowerLoss"
+    assert len(reasons) == 5
+    assert reasons[:2] == ["Local", "Remote"] and reasons[3:] == ["EmergencyStop", "PowerLoss"]
     assert reasons[2] in ("EmergencyStop", "Local")  # state F ends it, or the card after it
 
 

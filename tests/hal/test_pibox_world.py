@@ -27,6 +27,7 @@ from hal.config import (
     LockConfig,
     MeterBusConfig,
     PilotConfig,
+    RcdConfig,
     ReaderConfig,
 )
 from hal.errors import ContactorError, HardwareConfigError, LockError
@@ -150,6 +151,26 @@ async def test_the_lock_sense_follows_the_motor(station):
         await lock.unlock()  # the motor turns, the pin stays: the sense says locked
     assert world.snapshot()["connectors"][0]["locked"]
     assert Fault.LOCK_FAILURE in lock.faults()
+
+
+async def test_a_residual_current_trips_the_monitor_and_drops_the_coil(tmp_path):
+    from dataclasses import replace
+
+    conn = replace(PIBOX.connectors[0], rcd=RcdConfig(fault_pin=4, test_pin=26))
+    hw = await open_pi_station(replace(PIBOX, connectors=(conn,)), tmp_path)
+    try:
+        world, c = hw.sim, hw.connectors[0]
+        assert c.rcd is not None and c.rcd.can_self_test
+        await c.rcd.self_test()  # the test input trips the emulated module within its time
+        assert c.rcd.faults() == frozenset()
+        await c.contactor.close()
+        world.fault("rcd_trip", True, 1)
+        assert c.rcd.tripped and Fault.RCD_TRIPPED in c.rcd.faults()
+        assert not world.snapshot()["connectors"][0]["coil_energised"]  # hal dropped it at once
+        world.fault("rcd_test_fail", True, 1)
+        assert world.active_faults() == {"rcd_trip": [1], "rcd_test_fail": [1]}
+    finally:
+        await hw.aclose()
 
 
 async def test_the_world_survives_the_daemon(tmp_path):

@@ -2,10 +2,10 @@
 
 The daemon runs with ``driver = "pi"`` on emulated chips (``hal.emulated.pibox``);
 each figure is read off the world's timestamped GPIO record, from the stimulus
-(the CP line falling to -12 V, a card entering the RC522's field, the CSMS
-sending RemoteStopTransaction) to the contactor GPIO going low.  The same runs
-are repeated with the RS485 line cut (a silent meter), which must change
-nothing.  The pilot sampling rate counts the bursts of MCP3008 conversions.
+(the CP line falling to -12 V, the residual-current monitor's fault output, a
+card entering the RC522's field, the CSMS sending RemoteStopTransaction) to
+the contactor GPIO going low.  The same runs are repeated with the RS485 line
+cut (a silent meter), which must change nothing.  The pilot sampling rate counts the bursts of MCP3008 conversions.
 
 What it does not show: the real kernel's scheduling and SPI timing on a Pi,
 the relay's mechanics, anything electrical.
@@ -31,7 +31,12 @@ from chargerd.bench.pibox import (
 REACTION_TARGET = Target("<", 100.0, "p99")
 SAMPLING_TARGET = Target(">=", 20.0, "min")
 
-KINDS = (("f", "EV state F"), ("card", "card stop"), ("remote_stop", "RemoteStop"))
+KINDS = (
+    ("f", "EV state F"),
+    ("rcd", "RCD trip"),
+    ("card", "card stop"),
+    ("remote_stop", "RemoteStop"),
+)
 KEYS: tuple[str, ...] = (
     *(f"pibox_{k}_to_open" for k, _ in KINDS),
     *(f"pibox_silent_{k}_to_open" for k, _ in KINDS),
@@ -84,6 +89,16 @@ async def one_reaction(rig: PiboxRig, csms: Any, kind: str) -> float:
             what="the station to leave Charging after state F",
         )
         await rig.fault("ev_state_f", False, 1)
+        await end_after_fault(rig)
+    elif kind == "rcd":
+        await rig.fault("rcd_trip", True, 1)
+        seconds = await contactor_open_after(rig, await last_event_time(rig, "rcd_trip_on", t0))
+        await rig.wait_status(
+            lambda s: s["connectors"][0]["status"] != "Charging",
+            timeout=10,
+            what="the station to leave Charging after the RCD trip",
+        )
+        await rig.fault("rcd_trip", False, 1)
         await end_after_fault(rig)
     elif kind == "card":
         await card_taken_away(rig)
