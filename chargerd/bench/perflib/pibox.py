@@ -5,7 +5,8 @@ each figure is read off the world's timestamped GPIO record, from the stimulus
 (the CP line falling to -12 V, the residual-current monitor's fault output, a
 card entering the RC522's field, the CSMS sending RemoteStopTransaction) to
 the contactor GPIO going low.  The same runs are repeated with the RS485 line
-cut (a silent meter), which must change nothing.  The pilot sampling rate counts the bursts of MCP3008 conversions.
+cut (a silent meter), which must change nothing.  The pilot sampling rate
+counts the bursts of MCP3008 conversions.
 
 What it does not show: the real kernel's scheduling and SPI timing on a Pi,
 the relay's mechanics, anything electrical.
