@@ -163,18 +163,18 @@ def make_private(cfg: Config) -> None:
 
 def one_line(exc: BaseException) -> str:
     """An unexpected error as one line: what, and where in our code it happened."""
+    import chargerd
+    import hal
+
+    roots = [Path(m.__file__).parent for m in (chargerd, hal) if m.__file__]
     what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    frames = traceback.extract_tb(exc.__traceback__)
-    ours = [f for f in frames if "/chargerd/" in f.filename or "/hal/" in f.filename]
-    frame = (ours or frames or [None])[-1]
-    if frame is None:
-        return what
-    where = frame.filename
-    for root in ("/chargerd/", "/hal/"):
-        if root in where:
-            where = root.strip("/") + "/" + where.rsplit(root, 1)[1]
-            break
-    return f"{what} (at {where}:{frame.lineno} in {frame.name})"
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        file = Path(frame.filename)
+        for root in roots:
+            if file.is_relative_to(root):
+                where = f"{root.name}/{file.relative_to(root)}:{frame.lineno}"
+                return f"{what} (at {where} in {frame.name})"
+    return what
 
 
 def run_guarded(start: Callable[[], int], *, stderr_print: Callable[[str], None]) -> int:
