@@ -106,6 +106,8 @@ class PathsConfig:
 @dataclass(frozen=True, slots=True)
 class LoggingConfig:
     level: str = "INFO"
+    # idTags are personal data: mask them in logs and the frame log (****BEEF).
+    redact_id_tags: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,6 +384,7 @@ class _Loader:
             expected="one of " + ", ".join(LOG_LEVELS),
             pattern=re.compile("^(?i:" + "|".join(LOG_LEVELS) + ")$"),
         )
+        redact = logging_t.boolean("redact_id_tags", False)
         logging_t.finish()
         ocpp = self.ocpp(top.table("ocpp"))
         top.finish()
@@ -391,7 +394,7 @@ class _Loader:
             csms=csms,
             hardware=hardware,
             paths=paths,
-            logging=LoggingConfig(level=level.upper()),
+            logging=LoggingConfig(level=level.upper(), redact_id_tags=redact),
             ocpp=ocpp,
         )
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from chargerd import __version__
 from chargerd.clock import SystemClock
 from chargerd.config import Config, ConfigError, load_config
+from chargerd.privacy import Redactor
 
 log = logging.getLogger("chargerd")
 
@@ -28,9 +29,12 @@ log = logging.getLogger("chargerd")
 class Daemon:
     """Owns the tasks and the order of start and stop; services own the behaviour."""
 
-    def __init__(self, cfg: Config, *, config_path: Path | None = None) -> None:
+    def __init__(
+        self, cfg: Config, *, config_path: Path | None = None, redactor: Redactor | None = None
+    ) -> None:
         self.cfg = cfg
         self.config_path = config_path
+        self.redactor = redactor  # [logging] redact_id_tags: masks idTags in the frame log
         self.clock = SystemClock()
         self._tasks: list[asyncio.Task] = []
         self._stopping = asyncio.Event()
@@ -79,7 +83,7 @@ class Daemon:
 
         self.hardware = await self._open_hardware()
 
-        self.frame_log = FrameLog(clock=self.clock)
+        self.frame_log = FrameLog(clock=self.clock, redactor=self.redactor)
         self.link = Link(
             url=cfg.csms.url,
             charge_point_id=cfg.station.charge_point_id,
@@ -382,14 +386,15 @@ def _start(cfg: Config, path: Path) -> int:
     from chargerd.startup import make_private
 
     os.umask(0o077)  # idTags are personal data: state files 0600, directories 0700
-    setup_logging(cfg.logging.level, log_file=cfg.paths.log_file)
+    redactor = Redactor() if cfg.logging.redact_id_tags else None
+    setup_logging(cfg.logging.level, log_file=cfg.paths.log_file, redactor=redactor)
     make_private(cfg)
     # Libraries' own chatter (every websocket frame, every Modbus timeout) drowns what a
     # technician needs; our frame log and fault logs already say it once, better.
     for noisy in ("websockets", "pymodbus"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-    return asyncio.run(Daemon(cfg, config_path=path).run())
+    return asyncio.run(Daemon(cfg, config_path=path, redactor=redactor).run())
 
 
 if __name__ == "__main__":
