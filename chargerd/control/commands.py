@@ -18,7 +18,7 @@ from hal.errors import HardwareError
 from hal.interfaces import IndicatorState
 
 if TYPE_CHECKING:
-    from chargerd.daemon import Daemon
+    from chargerd.control.view import DaemonView as Daemon  # not daemon.py: no import circle
     from chargerd.features.connectors import ConnectorRuntime
 
 
