@@ -234,6 +234,7 @@ class Daemon:
 
     async def run(self) -> int:
         from chargerd import sdnotify
+        from chargerd.features import retention
         from chargerd.link import (
             CallErrorReceived,
             CallResultInvalid,
@@ -261,6 +262,7 @@ class Daemon:
             "status": self.status.run(),
             "sampler": self.sampler.periodic.run(),
             "aligned": self.sampler.aligned_loop(),
+            "retention": retention.run(self.store, self.clock),  # idTags: 30 days
         }
         if self.hardware.reader is not None:
             jobs["cards"] = self.cards.run(self.hardware.reader)
