@@ -34,10 +34,3 @@ async def test_a_task_that_dies_ends_the_daemon_with_status_1(tmp_path, csms, mo
         status = await asyncio.wait_for(Daemon(cfg, config_path=rig.config_path).run(), 30)
     assert status == 1
     assert "task aligned ended unexpectedly" in caplog.text
-
-
-async def test_a_clean_stop_is_status_0(tmp_path, csms):
-    rig = StationRig(tmp_path, csms_url=csms.url)
-    await rig.start()
-    await csms.wait_connected(rig.charge_point_id)
-    assert await rig.stop() == 0
