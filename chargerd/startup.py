@@ -26,8 +26,6 @@ log = logging.getLogger(__name__)
 
 #: What each gpiozero pin factory imports; "mock" and "emulated" need nothing.
 FACTORY_MODULES = {"lgpio": "lgpio", "rpigpio": "RPi.GPIO", "pigpio": "pigpio", "native": None}
-#: The RC522 driver imports these at start.
-READER_MODULES = ("mfrc522", "spidev", "RPi.GPIO")
 #: Exit status of a start-up error (the same as a configuration error of --check-config).
 EXIT_CONFIG = 2
 #: Exit status of a daemon that failed unexpectedly after starting.
@@ -106,8 +104,7 @@ def missing_pi_modules(cfg: Config) -> list[str]:
         wanted += [] if found else ["lgpio"]
     elif FACTORY_MODULES.get(hw.pin_factory):
         wanted.append(str(FACTORY_MODULES[hw.pin_factory]))
-    if hw.reader.kind == "rc522":
-        wanted += READER_MODULES
+    # The RC522 and the MCP3008 talk SPI through the same pin factory: nothing more.
     return [m for m in dict.fromkeys(wanted) if not _importable(m)]
 
 
