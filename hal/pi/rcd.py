@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from gpiozero import DigitalInputDevice, OutputDevice
 
@@ -43,11 +43,13 @@ class GpioRcd:
         release_reads: int = 3,
         release_window_s: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if cfg.fault_pin is None:
             raise HardwareConfigError("a residual-current monitor needs its fault_pin")
         self._cfg = cfg
         self._clock = clock
+        self._sleep = sleep
         self._callbacks: list[Callable[[], None]] = []
         self._testing = False
         self._failed = False
@@ -58,7 +60,11 @@ class GpioRcd:
         )
         try:
             self._fault = DebouncedInput(
-                self._input, reads=release_reads, window_s=release_window_s, clock=clock
+                self._input,
+                reads=release_reads,
+                window_s=release_window_s,
+                clock=clock,
+                sleep=sleep,
             )
             self._latched = self._fault.value  # a module already tripped at start
             if self._latched:
@@ -157,7 +163,7 @@ class GpioRcd:
                     return True
             if self._clock() >= deadline:
                 return False
-            await asyncio.sleep(0.001)
+            await self._sleep(0.001)
 
     def _fail(self, why: str) -> None:
         if not self._failed:

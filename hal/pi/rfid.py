@@ -211,9 +211,11 @@ class Rc522Reader:
     def _check_health(self, chip: Mfrc522) -> bool:
         """True when the chip answers and holds its configuration (re-initialised if not)."""
         version = chip.version()
+        fresh = False
         if version not in KNOWN_VERSIONS and self._needs_init:
             # Held in power-down by RST, or just plugged back: reset it before judging.
             self._initialise(chip)
+            fresh = True
             version = chip.version()
         if version not in KNOWN_VERSIONS:
             raise ReaderError(f"RC522 does not answer (VersionReg 0x{version:02X})")
@@ -224,7 +226,8 @@ class Rc522Reader:
                     "RC522 lost its configuration (a brown-out?): %s; re-initialising",
                     "; ".join(wrong),
                 )
-            self._initialise(chip)
+            if not fresh:
+                self._initialise(chip)
             wrong = chip.mismatches()
             if wrong:
                 self._needs_init = True

@@ -22,6 +22,17 @@ def factory():
     factory.close()
 
 
+class FakeTime:
+    def __init__(self) -> None:
+        self.t = 50.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    async def sleep(self, s: float) -> None:
+        self.t += s
+
+
 def wired(factory: MockFactory, *, module_tests: bool = True, **kw):
     """A contactor and a monitor wired as hal.pi.station does; the module's test input
     drives its fault output (a healthy module) when ``module_tests``."""
@@ -29,7 +40,8 @@ def wired(factory: MockFactory, *, module_tests: bool = True, **kw):
         factory.pin(TEST_IN, pin_class=MockConnectedPin, input_pin=factory.pin(FAULT_OUT))
     contactor = GpioContactor(ContactorConfig(pin=COIL, settle_s=0.0), pin_factory=factory)
     cfg = RcdConfig(fault_pin=FAULT_OUT, test_pin=TEST_IN, trip_time_s=0.05, release_s=0.2, **kw)
-    rcd = GpioRcd(cfg, pin_factory=factory, release_window_s=0.0)
+    clock = FakeTime()  # the self-test's waits move this clock, not the wall clock
+    rcd = GpioRcd(cfg, pin_factory=factory, release_window_s=0.0, clock=clock, sleep=clock.sleep)
     interlock_rcd(rcd, contactor)
     return contactor, rcd
 
@@ -133,3 +145,44 @@ async def test_without_a_test_input_no_self_test(factory):
         await rcd.self_test()
     rcd.release()
     assert factory.pin(FAULT_OUT).function == "input"
+
+
+async def test_trip_to_coil_off_inside_the_edge(factory):
+    """A figure, not a timed assert: the coil is off when the edge's handling returns."""
+    import time
+
+    contactor, _rcd = wired(factory, module_tests=False)
+    await contactor.close()
+    t0 = time.perf_counter()
+    factory.pin(FAULT_OUT).drive_high()
+    took = time.perf_counter() - t0
+    assert factory.pin(COIL).state is False
+    print(f"RCD trip handled, coil off, within {took * 1e6:.0f} us (gpiozero callback)")
+
+
+# --- on the emulated module (hal/emulated/rcd.py), as pibox wires it -------------------
+
+
+async def test_the_driver_on_the_emulated_module_with_its_own_trip_time(factory):
+    from hal.emulated import rcd as emu
+
+    module = emu.attach(factory, fault_pin=FAULT_OUT, test_pin=TEST_IN, trip_after_s=0.01)
+    contactor = GpioContactor(ContactorConfig(pin=COIL, settle_s=0.0), pin_factory=factory)
+    rcd = GpioRcd(
+        RcdConfig(fault_pin=FAULT_OUT, test_pin=TEST_IN, trip_time_s=0.1, release_s=0.1),
+        pin_factory=factory,
+        release_window_s=0.0,
+    )
+    interlock_rcd(rcd, contactor)
+    await rcd.self_test()  # the module answers its test input after 10 ms (a timer thread)
+    assert rcd.last_trip_time_s >= 0.01 and rcd.faults() == frozenset()
+    await contactor.close()
+    module.trip()
+    assert factory.pin(COIL).state is False and Fault.RCD_TRIPPED in rcd.faults()
+    module.reset()
+    assert passes(rcd) == frozenset()
+    module.dead = True
+    with pytest.raises(RcdError, match="did not trip"):
+        await rcd.self_test()
+    rcd.release()
+    contactor.release()

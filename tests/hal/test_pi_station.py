@@ -269,3 +269,50 @@ async def test_a_reader_that_does_not_answer_is_a_fault_not_a_failed_start(
         assert station.reader.faults() == {Fault.READER_FAILURE}
     finally:
         await station.aclose()
+
+
+def test_rcd_pins_are_checked_for_clashes() -> None:
+    from hal.config import RcdConfig
+
+    cfg = two_connectors()
+    one = cfg.connectors[0]
+    clash = ConnectorConfig(
+        contactor=one.contactor,
+        lock=one.lock,
+        led=one.led,
+        pilot=one.pilot,
+        rcd=RcdConfig(fault_pin=22, test_pin=4),
+    )
+    with pytest.raises(HardwareConfigError, match="GPIO22 is used twice: by connector 1 lock"):
+        check_pins(HardwareConfig(driver="pi", connectors=(clash,), reader=NO_READER))
+
+
+async def test_an_assembled_rcd_trip_drops_that_connectors_coil(
+    factory: Mcp3008MockFactory, tmp_path: Path
+) -> None:
+    pytest.importorskip("hal.pi.meter")
+    from hal.config import RcdConfig
+
+    cfg = two_connectors()
+    one = cfg.connectors[0]
+    with_rcd = ConnectorConfig(
+        contactor=one.contactor,
+        lock=one.lock,
+        led=one.led,
+        pilot=one.pilot,
+        rcd=RcdConfig(fault_pin=4, test_pin=20),
+    )
+    cfg = HardwareConfig(driver="pi", connectors=(with_rcd, cfg.connectors[1]), reader=NO_READER)
+    station = await open_pi_station(cfg, tmp_path, pin_factory=factory)
+    try:
+        first, second = station.connectors
+        assert first.rcd is not None and first.rcd.can_self_test and second.rcd is None
+        factory.pin(27).drive_high()  # the aux contact follows the coil
+        await first.contactor.close()
+        await second.contactor.close()
+        factory.pin(4).drive_high()  # the monitor of connector 1 trips
+        assert not factory.pin(17).state and factory.pin(16).state
+        assert first.rcd.faults() == {Fault.RCD_TRIPPED}
+    finally:
+        await station.aclose()
+    assert factory.pin(4).function == "input" and factory.pin(20).function == "input"

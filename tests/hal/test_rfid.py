@@ -376,3 +376,11 @@ async def test_a_chip_that_cannot_be_set_up_again_is_a_fault_until_it_can():
     finally:
         await reader.close()
         factory.close()
+
+
+async def test_start_initialises_the_chip_once_through_its_rst_line(pi, reader):
+    chip, factory = pi
+    assert reader.inits == 1
+    # Held low (hard power-down) from the moment the line is claimed, then released once.
+    assert [s.state for s in factory.pin(CFG.rst_pin).states] == [False, True]
+    assert chip.antenna_on and chip.timer_s() == pytest.approx(TIMER_S)
