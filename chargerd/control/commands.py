@@ -83,8 +83,16 @@ class Commands:
             else (conn.authorization.id_tag if conn.authorization else None),
             "operative": conn.operative,
             "faults": sorted(conn.faults),
+            **self._smart_charging_of(conn),
             "rcd_tripped": hw.rcd.tripped if hw.rcd is not None else None,
         }
+
+    def _smart_charging_of(self, conn: ConnectorRuntime) -> dict[str, Any]:
+        """limit_a / limit_source: the smart-charging limit in force and where it comes from."""
+        service = getattr(self.d, "smart_charging", None)
+        if service is None:
+            return {}
+        return service.status_fields(conn.id)
 
     async def status(self, args: dict) -> dict:
         d = self.d
