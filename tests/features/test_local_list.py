@@ -211,7 +211,7 @@ def authorizer_with_list(store, clock, link, ocpp: dict):
 
 
 async def test_offline_the_list_authorizes_with_local_authorize_offline(store, clock, link):
-    lst, router, cache, authorizer = authorizer_with_list(
+    _lst, router, _cache, authorizer = authorizer_with_list(
         store, clock, link, {"LocalAuthorizeOffline": True, "AllowOfflineTxForUnknownId": False}
     )
     assert await send(router, 1, "Full", entries(1) + entries(1, start=1, status="Blocked")) == (
@@ -224,7 +224,7 @@ async def test_offline_the_list_authorizes_with_local_authorize_offline(store, c
 
 
 async def test_online_the_list_preauthorizes_without_asking(store, clock, link):
-    lst, router, cache, authorizer = authorizer_with_list(
+    _lst, router, _cache, authorizer = authorizer_with_list(
         store, clock, link, {"LocalPreAuthorize": True}
     )
     assert await send(router, 1, "Full", entries(1, parent="FLEET")) == "Accepted"
