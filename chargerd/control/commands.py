@@ -82,7 +82,13 @@ class Commands:
             else (conn.authorization.id_tag if conn.authorization else None),
             "operative": conn.operative,
             "faults": sorted(conn.faults),
+            "reservation": self._reservation_of(conn.id),
         }
+
+    def _reservation_of(self, connector_id: int) -> dict[str, Any] | None:
+        reservations = getattr(self.d, "reservations", None)
+        r = reservations.of_connector(connector_id) if reservations is not None else None
+        return r.to_json() if r is not None else None
 
     async def status(self, args: dict) -> dict:
         d = self.d
@@ -113,7 +119,22 @@ class Commands:
             "connectors": [self.connector_status(c) for c in d.supervisor.connectors.values()],
             "reader": {"faults": reader_faults, "last_card": d.cards.last_card},
             "faults": faults,
+            **self._reservations_and_list(),
         }
+
+    def _reservations_and_list(self) -> dict[str, Any]:
+        """Every reservation (connector 0 ones too) and the Local Auth List's version."""
+        d = self.d
+        out: dict[str, Any] = {}
+        if getattr(d, "reservations", None) is not None:
+            out["reservations"] = [r.to_json() for r in d.reservations.all()]
+        if getattr(d, "local_list", None) is not None:
+            out["local_list"] = {
+                "enabled": d.local_list.enabled,
+                "version": d.local_list.version(),
+                "entries": len(d.local_list),
+            }
+        return out
 
     def _meter_of(self, conn: ConnectorRuntime) -> dict:
         s = conn.sample
