@@ -249,3 +249,51 @@ async def test_the_list_outranks_the_cache_and_the_cache_never_overwrites_it(sto
     cache.update("TAG00000", {"status": "Accepted"})
     assert cache.get("TAG00000") is None
     assert (await authorizer.authorize("TAG00000", online=False)).status == "Blocked"
+
+
+def full_with(*items) -> dict:
+    return {"listVersion": 1, "updateType": "Full", "localAuthorizationList": list(items)}
+
+
+ACCEPTED = {"status": "Accepted"}
+
+
+@pytest.mark.parametrize(
+    "payload, code",
+    [
+        ({"updateType": "Full"}, "OccurenceConstraintViolation"),
+        ({"listVersion": "1", "updateType": "Full"}, "TypeConstraintViolation"),
+        ({"listVersion": 1, "updateType": "Partial"}, "PropertyConstraintViolation"),
+        ({"listVersion": 1, "updateType": "Full", "extra": 1}, "FormationViolation"),
+        ({**full_with(), "localAuthorizationList": {}}, "TypeConstraintViolation"),
+        (full_with({"idTag": "X" * 21, "idTagInfo": ACCEPTED}), "PropertyConstraintViolation"),
+        (full_with({"idTag": "A", "idTagInfo": {"status": "Fine"}}), "PropertyConstraintViolation"),
+        (full_with({"idTagInfo": ACCEPTED}), "OccurenceConstraintViolation"),
+        (full_with({"idTag": 5, "idTagInfo": ACCEPTED}), "TypeConstraintViolation"),
+        (full_with({"idTag": "A", "idTagInfo": {**ACCEPTED, "c": 1}}), "FormationViolation"),
+        (full_with({"idTag": "A", "idTagInfo": "Accepted"}), "TypeConstraintViolation"),
+    ],
+)
+async def test_schema_violations_are_callerrors_and_change_nothing(store, payload, code):
+    """The schema is checked by hand (for speed): the CALLERRORs must be the schema's."""
+    _, lst, router = build(store)
+    assert await send(router, 1, "Full", entries(2)) == "Accepted"
+    answer = await router.answer(InboundCall("u2", "SendLocalList", payload))
+    frame = json.loads(answer.frame)
+    assert frame[0] == 4 and frame[2] == code, frame
+    assert len(lst) == 2 and await version(router) == 1
+
+
+def test_the_routers_snake_case_is_ocpps():
+    from ocpp.charge_point import camel_to_snake_case
+
+    from chargerd.link.router import snake_case
+
+    payload = {
+        "listVersion": 1,
+        "localAuthorizationList": [{"idTag": "A", "idTagInfo": {"parentIdTag": "P"}}],
+        "csChargingProfiles": {"chargingSchedule": {"chargingRateUnit": "A"}},
+        "ocppCSMSURL": "x",
+        "n": [1, "two", None],
+    }
+    assert snake_case(payload) == camel_to_snake_case(payload)
