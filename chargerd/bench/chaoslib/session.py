@@ -45,6 +45,7 @@ from chargerd.bench.chaoslib.injections import (
 )
 from chargerd.bench.chaoslib.invariants import check_session
 from chargerd.bench.chaoslib.journal import Journal
+from chargerd.bench.chaoslib.profiles import ProfileActions, check_profiles
 from chargerd.bench.chaoslib.records import DiskFull, Event, FaultWindow, Knowledge, Verdict
 from chargerd.bench.chaoslib.station import Station
 from chargerd.bench.csms.csms import BenchCsms, CsmsCallError
@@ -108,7 +109,7 @@ class SessionResult:
     notes: list[str] = field(default_factory=list)
 
 
-class ChaosSession(Injections):
+class ChaosSession(Injections, ProfileActions):
     def __init__(self, spec: SessionSpec) -> None:
         self.spec = spec
         self.rng = random.Random(f"chargerd-chaos-{spec.seed}-{spec.index}")
@@ -129,6 +130,7 @@ class ChaosSession(Injections):
         self.next_injection = 0.0
         self.cut_armed = False
         self.st: Station
+        self.init_profiles()  # reservations and local list updates, on their own generator
 
     # -- the run ------------------------------------------------------------------------------
 
@@ -173,6 +175,7 @@ class ChaosSession(Injections):
             self.next_injection = time.monotonic() + self.rng.uniform(0.2, 1.0)
             while time.monotonic() < deadline:
                 await self._heal_due()
+                await self.profile_step_due()
                 await self._step()
                 self.steps += 1
             await self._settle(knowledge)
@@ -190,6 +193,7 @@ class ChaosSession(Injections):
         knowledge.disk_full = list(self.disk_full)
         knowledge.unexpected_exits = list(self.st.unexpected_exits)
         verdict = check_session(journal.exchanges, knowledge)
+        check_profiles(self.ledger, journal.exchanges, knowledge, verdict)
         return SessionResult(
             index=spec.index,
             cp_id=self.cp_id,
@@ -238,6 +242,7 @@ class ChaosSession(Injections):
             k.integrity = store_integrity(state_dir)
         except Exception as exc:  # a store the checker cannot read is itself a finding
             k.integrity = f"unreadable: {exc}"
+        self.read_list_from_disk(state_dir)
 
     # -- choosing steps -------------------------------------------------------------------------
 
