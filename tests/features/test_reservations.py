@@ -310,6 +310,11 @@ async def test_an_unavailable_connector_ends_its_reservation(make_bench):
     b.conn(1).operative = False
     await b.tick()
     assert b.conn(1).status == "Unavailable" and svc.all() == []
+    b.conn(1).operative = True
+    await b.tick()
+    assert reserve(svc, b, 5, 1) == "Accepted"
+    svc.connector_status(1, "Faulted")  # what the supervisor reports for a blocking fault
+    assert svc.all() == []
 
 
 async def test_remote_start_respects_the_reservation(make_bench):
