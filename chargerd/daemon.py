@@ -157,6 +157,7 @@ class Daemon:
             clock=self.clock,
             report_status=self._report_status,
             max_current_a=cfg.station.max_current_a,
+            ventilated=cfg.station.ventilation,
         )
         self.reservations = ReservationService(
             store=self.store,
