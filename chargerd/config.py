@@ -76,6 +76,9 @@ class StationConfig:
     firmware_version: str = chargerd.__version__
     connectors: int = 1
     max_current_a: float = 32.0  # what the supply and the wiring allow per connector
+    # Smart charging converts limits in W to A with these: A = W / (V x phases).
+    nominal_voltage_v: float = 230.0
+    phases: int = 3
     ventilation: bool = False  # the site is ventilated: an EV in state D may be charged
 
 
@@ -411,6 +414,8 @@ class _Loader:
             firmware_version=t.string("firmware_version", chargerd.__version__, max_len=50),
             connectors=t.integer("connectors", 1, 1, MAX_CONNECTORS),
             max_current_a=t.number("max_current_a", 32.0, lo=6.0, hi=80.0),
+            nominal_voltage_v=t.number("nominal_voltage_v", 230.0, lo=100.0, hi=480.0),
+            phases=t.integer("phases", 3, allowed=(1, 2, 3)),
             ventilation=t.boolean("ventilation", False),
         )
         t.finish()

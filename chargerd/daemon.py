@@ -71,6 +71,11 @@ class Daemon:
         from chargerd.features.outbox import Outbox
         from chargerd.features.remote import RemoteService
         from chargerd.features.reservations import ReservationService
+        from chargerd.features.smart_charging import (
+            Electrical,
+            SmartChargingService,
+            declare_smart_charging_keys,
+        )
         from chargerd.features.status_report import StatusPublisher
         from chargerd.features.transactions import TransactionService
         from chargerd.features.trigger import TriggerService
@@ -89,6 +94,7 @@ class Daemon:
         n = cfg.station.connectors
         self.config = ConfigurationService(self.store)
         declare_feature_keys(self.config, connectors=n)
+        declare_smart_charging_keys(self.config)
         try:
             self.config.apply_initial(dict(cfg.ocpp))
         except ValueError as exc:
@@ -198,6 +204,17 @@ class Daemon:
             station_status=lambda: self.supervisor.station_status(self._reader_faults()),
             errors=(LinkError,),
         )
+        self.smart_charging = SmartChargingService(
+            store=self.store,
+            config=self.config,
+            clock=self.clock,
+            supervisor=self.supervisor,
+            elec=Electrical(cfg.station.nominal_voltage_v, cfg.station.phases),
+            station_max_a=cfg.station.max_current_a,
+        )
+        self.supervisor.limit_for = self.smart_charging.limit_for
+        self.remote.check_charging_profile = self.smart_charging.accept_remote_profile
+        self.link.register(self.smart_charging)
         for feature in (self.config, self.cache, self.remote, self.availability):
             self.link.register(feature)
         for feature in (self.local_list, self.reservations, self.trigger):
@@ -303,6 +320,7 @@ class Daemon:
             "sampler": self.sampler.periodic.run(),
             "aligned": self.sampler.aligned_loop(),
             "reservations": self.reservations.run(),
+            "smart_charging": self.smart_charging.run(),
         }
         if self.hardware.reader is not None:
             jobs["cards"] = self.cards.run(self.hardware.reader)
@@ -378,6 +396,9 @@ def check_ocpp_keys(cfg: Config) -> None:
     with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp) / "check.db") as store:
         svc = ConfigurationService(store)
         declare_feature_keys(svc, connectors=cfg.station.connectors)
+        from chargerd.features.smart_charging import declare_smart_charging_keys
+
+        declare_smart_charging_keys(svc)
         svc.apply_initial(dict(cfg.ocpp))
 
 

@@ -1,63 +1,90 @@
-"""The chaos invariants of the Reservation and Local Auth List profiles catch what they claim."""
+"""The chaos run's smart-charging invariant, judged on made-up records (no daemon)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from chargerd.bench.chaoslib.journal import Exchange
-from chargerd.bench.chaoslib.profiles import ProfileLedger, Reserved, check_profiles
-from chargerd.bench.chaoslib.records import FaultWindow, Knowledge, Verdict
+from chargerd.bench.chaoslib.profiles import GRACE_S, ProfileRequest, check_profiles
+from chargerd.bench.chaoslib.records import Sample, Verdict
 from chargerd.clock import iso
 
-T = 1_800_000_000.0
+T0 = datetime(2026, 3, 1, 12, tzinfo=UTC).timestamp()
 
 
-def start(at: float, tag: str, connector: int = 1, rid: int | None = None) -> Exchange:
-    payload = {"connectorId": connector, "idTag": tag, "meterStart": 0}
-    payload["timestamp"] = iso(datetime.fromtimestamp(at, UTC))
-    if rid is not None:
-        payload["reservationId"] = rid
-    return Exchange(0, at, 1, "StartTransaction", payload, f"u{at}")
+def set_request(at: float, limit: float, status: str | None = "Accepted", *, pid: int = 1,
+                purpose: str = "ChargePointMaxProfile", connector: int = 0,
+                periods: list | None = None) -> ProfileRequest:  # fmt: skip
+    start = datetime.fromtimestamp(at, UTC)
+    raw = {
+        "chargingProfileId": pid,
+        "stackLevel": 0,
+        "chargingProfilePurpose": purpose,
+        "chargingProfileKind": "Absolute",
+        "chargingSchedule": {
+            "chargingRateUnit": "A",
+            "startSchedule": iso(start),
+            "chargingSchedulePeriod": periods or [{"startPeriod": 0, "limit": limit}],
+        },
+    }
+    return ProfileRequest(
+        at, at + 0.01, "SetChargingProfile", {"connectorId": connector, "csChargingProfiles": raw},
+        status,
+    )  # fmt: skip
 
 
-def judge(ledger: ProfileLedger, exchanges, faults=()) -> list[str]:
+def sample(at: float, *offers: float | None) -> Sample:
+    return Sample(
+        at,
+        {
+            "connectors": [
+                {"id": i + 1, "transaction_local_id": 1, "offered_current_a": a}
+                for i, a in enumerate(offers)
+            ]
+        },
+    )
+
+
+def judge(samples, requests) -> Verdict:
     v = Verdict()
-    check_profiles(ledger, list(exchanges), Knowledge(attempts=1, faults=list(faults)), v)
-    return [str(x) for x in v.violations]
+    check_profiles(samples, requests, v)
+    return v
 
 
-def reserved(**kw) -> ProfileLedger:
-    ledger = ProfileLedger()
-    ledger.reservations.append(Reserved(7, 1, "OWNER", T, T + 60, **kw))
-    return ledger
+def test_an_offer_within_the_limit_passes_and_one_above_it_is_a_violation():
+    reqs = [set_request(T0, 16.0)]
+    assert judge([sample(T0 + 10, 16.0)], reqs).violations == []
+    rules = {x.rule for x in judge([sample(T0 + 10, 20.0)], reqs).violations}
+    assert "more current offered than the composite schedule allows" in rules
 
 
-def test_a_foreign_start_on_a_reserved_connector_is_a_violation():
-    assert judge(reserved(), [start(T + 5, "STRANGER")])
-    assert judge(reserved(), [start(T + 5, "STRANGER", connector=2)]) == []
-    assert judge(reserved(), [start(T + 61, "STRANGER")]) == []  # expired
-    assert judge(reserved(ended_at=T + 3), [start(T + 5, "STRANGER")]) == []  # cancelled
-    assert judge(reserved(), [start(T + 2, "owner", rid=7), start(T + 5, "STRANGER")]) == []
-    fault = FaultWindow("lock_jammed", 1, T + 1, T + 2, True)
-    assert judge(reserved(), [start(T + 5, "STRANGER")], [fault]) == []
+def test_the_old_limit_holds_until_a_grace_after_the_answer():
+    reqs = [set_request(T0, 32.0), set_request(T0 + 10, 10.0)]
+    assert judge([sample(T0 + 10 + GRACE_S / 2, 32.0)], reqs).violations == []
+    assert judge([sample(T0 + 11 + GRACE_S, 32.0)], reqs).violations != []
 
 
-def test_a_start_naming_a_reservation_must_be_its_owner():
-    assert judge(reserved(), [start(T + 5, "OWNER", rid=7)]) == []
-    assert judge(reserved(), [start(T + 5, "STRANGER", rid=7)])
-    assert judge(ProfileLedger(), [start(T + 5, "OWNER", rid=9)])
+def test_an_unanswered_request_may_or_may_not_have_been_applied():
+    reqs = [set_request(T0, 10.0), set_request(T0 + 5, 20.0, status=None)]
+    assert judge([sample(T0 + 20, 20.0)], reqs).violations == []
+    assert judge([sample(T0 + 20, 10.0)], reqs).violations == []
+    assert judge([sample(T0 + 20, 25.0)], reqs).violations != []
 
 
-def test_the_list_on_disk_must_be_one_the_csms_sent_whole():
-    ledger = ProfileLedger()
-    ledger.lists[1] = frozenset({("A", "Accepted"), ("B", "Blocked")})
-    ledger.disk = (1, frozenset({("A", "Accepted"), ("B", "Blocked")}))
-    assert judge(ledger, []) == []
-    ledger.disk = (1, frozenset({("A", "Accepted")}))  # half an update
-    assert judge(ledger, [])
-    ledger.disk = (2, frozenset())  # a version never sent
-    assert judge(ledger, [])
-    ledger.disk = (0, frozenset())
-    assert judge(ledger, []) == []
-    ledger.reported_versions = [5]
-    assert judge(ledger, [])
+def test_a_rejected_request_changes_nothing():
+    reqs = [set_request(T0, 10.0), set_request(T0 + 5, 20.0, status="Rejected")]
+    assert judge([sample(T0 + 20, 20.0)], reqs).violations != []
+
+
+def test_two_connectors_together_stay_within_the_station_limit():
+    reqs = [set_request(T0, 32.0)]
+    assert judge([sample(T0 + 10, 16.0, 16.0)], reqs).violations == []
+    (bad,) = judge([sample(T0 + 10, 32.0, 16.0)], reqs).violations
+    assert bad.rule == "the charging connectors together exceed the ChargePointMaxProfile"
+
+
+def test_a_period_boundary_is_judged_with_the_grace():
+    periods = [{"startPeriod": 0, "limit": 20.0}, {"startPeriod": 30, "limit": 8.0}]
+    reqs = [set_request(T0, 0, periods=periods, purpose="TxDefaultProfile", connector=1)]
+    assert judge([sample(T0 + 30 + GRACE_S / 2, 20.0)], reqs).violations == []
+    assert judge([sample(T0 + 31 + GRACE_S, 20.0)], reqs).violations != []
+    assert judge([sample(T0 + 31 + GRACE_S, 8.0)], reqs).violations == []

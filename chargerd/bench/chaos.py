@@ -56,6 +56,8 @@ HEADLINE = (
     "starts checked against reservations",
     "list versions checked on disk",
     "SendLocalList with a kill -9 behind it",
+    "charging profiles sent",
+    "offered currents checked against the profiles",
 )
 
 

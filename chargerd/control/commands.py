@@ -84,6 +84,7 @@ class Commands:
             "operative": conn.operative,
             "faults": sorted(conn.faults),
             "reservation": self._reservation_of(conn.id),
+            **self._smart_charging_of(conn),
             "rcd_tripped": hw.rcd.tripped if hw.rcd is not None else None,
         }
 
@@ -91,6 +92,13 @@ class Commands:
         reservations = getattr(self.d, "reservations", None)
         r = reservations.of_connector(connector_id) if reservations is not None else None
         return r.to_json() if r is not None else None
+
+    def _smart_charging_of(self, conn: ConnectorRuntime) -> dict[str, Any]:
+        """limit_a / limit_source: the smart-charging limit in force and where it comes from."""
+        service = getattr(self.d, "smart_charging", None)
+        if service is None:
+            return {}
+        return service.status_fields(conn.id)
 
     async def status(self, args: dict) -> dict:
         d = self.d

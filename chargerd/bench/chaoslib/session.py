@@ -45,8 +45,9 @@ from chargerd.bench.chaoslib.injections import (
 )
 from chargerd.bench.chaoslib.invariants import check_session
 from chargerd.bench.chaoslib.journal import Journal
-from chargerd.bench.chaoslib.profiles import ProfileActions, check_profiles
+from chargerd.bench.chaoslib.profiles import ProfileDriver, check_profiles
 from chargerd.bench.chaoslib.records import DiskFull, Event, FaultWindow, Knowledge, Verdict
+from chargerd.bench.chaoslib.reserve_list import ReserveListActions, check_reservations_and_list
 from chargerd.bench.chaoslib.station import Station
 from chargerd.bench.csms.csms import BenchCsms, CsmsCallError
 from chargerd.bench.rig import StationRig
@@ -109,7 +110,7 @@ class SessionResult:
     notes: list[str] = field(default_factory=list)
 
 
-class ChaosSession(Injections, ProfileActions):
+class ChaosSession(Injections, ReserveListActions):
     def __init__(self, spec: SessionSpec) -> None:
         self.spec = spec
         self.rng = random.Random(f"chargerd-chaos-{spec.seed}-{spec.index}")
@@ -130,7 +131,11 @@ class ChaosSession(Injections, ProfileActions):
         self.next_injection = 0.0
         self.cut_armed = False
         self.st: Station
-        self.init_profiles()  # reservations and local list updates, on their own generator
+        self.init_reserve_list()  # reservations and local list updates, own generator
+        # Smart charging: random profiles, from a generator of their own.
+        self.profiles = ProfileDriver(
+            random.Random(f"chargerd-chaos-profiles-{spec.seed}-{spec.index}"), self.connectors
+        )
 
     # -- the run ------------------------------------------------------------------------------
 
@@ -175,7 +180,7 @@ class ChaosSession(Injections, ProfileActions):
             self.next_injection = time.monotonic() + self.rng.uniform(0.2, 1.0)
             while time.monotonic() < deadline:
                 await self._heal_due()
-                await self.profile_step_due()
+                await self.reserve_list_step_due()
                 await self._step()
                 self.steps += 1
             await self._settle(knowledge)
@@ -193,7 +198,8 @@ class ChaosSession(Injections, ProfileActions):
         knowledge.disk_full = list(self.disk_full)
         knowledge.unexpected_exits = list(self.st.unexpected_exits)
         verdict = check_session(journal.exchanges, knowledge)
-        check_profiles(self.ledger, journal.exchanges, knowledge, verdict)
+        check_reservations_and_list(self.ledger, journal.exchanges, knowledge, verdict)
+        check_profiles(knowledge.samples, self.profiles.requests, verdict)
         return SessionResult(
             index=spec.index,
             cp_id=self.cp_id,
@@ -286,6 +292,7 @@ class ChaosSession(Injections, ProfileActions):
                 options += [(4, "card_start"), (0.6, "remote_start"), (0.2, "blocked_card")]
         if in_tx:
             options += [(1.0, "card_stop"), (0.6, "remote_stop")]
+        options.append((0.8, "profile"))
         (name,) = self.rng.choices([n for _, n in options], [w for w, _ in options])
         await getattr(self, f"_do_{name}")(c)
 
@@ -353,6 +360,14 @@ class ChaosSession(Injections, ProfileActions):
         payload = {"idTag": self._free_card(), "connectorId": c["id"]}
         with contextlib.suppress(CsmsCallError, TimeoutError, ConnectionError, OSError):
             await self.st.csms.call(self.cp_id, "RemoteStartTransaction", payload, timeout=5)
+
+    async def _do_profile(self, c: dict) -> None:
+        if self._csms_reachable():
+            await self.profiles.step(
+                self.st.csms,
+                self.cp_id,
+                (CsmsCallError, TimeoutError, ConnectionError, OSError),
+            )
 
     async def _do_remote_stop(self, c: dict) -> None:
         tid = c.get("transaction_id")
