@@ -52,6 +52,9 @@ FIGURES = {
     "pibox_silent_remote_stop_to_open",
     "pibox_pilot_rate",
     "pibox_silent_pilot_rate",
+    "trigger_to_message",
+    "local_list_full",
+    "local_list_differential",
 }
 #: Figures a daemon may legitimately not offer (it answers NotSupported), reported as skipped.
 OPTIONAL = {"resp_trigger_message"}
@@ -70,6 +73,8 @@ TARGETED = {
     "pibox_f_to_open",
     "pibox_remote_stop_to_open",
     "pibox_pilot_rate",
+    "trigger_to_message",
+    "local_list_full",
 }
 
 
