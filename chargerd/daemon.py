@@ -1,10 +1,13 @@
 """chargerd: wiring and lifecycle.  No behaviour lives here, only who talks to whom.
 
 Start order matters for safety and for the power-loss guarantee:
-store (migrations, integrity) -> OCPP configuration -> hardware (contactors
-open) -> power-loss recovery (queue the StopTransaction of whatever was
-running) -> link, services, control socket -> READY=1 to systemd.
-On SIGTERM: contactors open, store closed, exit 0.
+hardware (outputs claimed and driven safe, contactors open: before anything
+that can fail) -> store (migrations, integrity) -> OCPP configuration ->
+power-loss recovery (queue the StopTransaction of whatever was running) ->
+link, services, control socket -> READY=1 to systemd.  A start that fails after
+the hardware was opened closes it again (contactors open) before it ends.
+On SIGTERM: contactors open, store closed, exit 0.  After any other end (kill -9,
+a watchdog abort) the unit's ExecStopPost runs ``chargerd --safe-outputs``.
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ class Daemon:
         from chargerd.store import Store
 
         cfg = self.cfg
+        # Fail safe from power-on: the outputs are claimed and driven safe first, so that
+        # a store, a link or a configuration that fails leaves the contactor open.
+        self.hardware = await self._open_hardware()
         state_dir = Path(cfg.paths.state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store.open(state_dir / "chargerd.db")
@@ -74,8 +80,6 @@ class Daemon:
             self.config.apply_initial(dict(cfg.ocpp))
         except ValueError as exc:
             raise ConfigError(f"{self.config_path or 'configuration'}: {exc}") from exc
-
-        self.hardware = await self._open_hardware()
 
         self.frame_log = FrameLog(clock=self.clock)
         self.link = Link(
@@ -235,7 +239,14 @@ class Daemon:
             NotConnected,
         )
 
-        await self.build()
+        try:
+            await self.build()
+        except BaseException:
+            hardware = getattr(self, "hardware", None)
+            if hardware is not None:
+                with contextlib.suppress(Exception):
+                    await hardware.aclose()  # contactors open, outputs safe
+            raise
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
@@ -347,6 +358,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check-config", type=Path, metavar="PATH", help="validate a configuration file and exit"
     )
+    parser.add_argument(
+        "--safe-outputs",
+        action="store_true",
+        help="claim the hardware outputs of --config, drive them safe (contactors open) and exit; "
+        "the unit's ExecStopPost, after any end of the daemon",
+    )
     parser.add_argument("--version", action="version", version=f"chargerd {__version__}")
     args = parser.parse_args(argv)
     path = args.check_config or args.config
@@ -355,6 +372,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"chargerd: {exc}", file=sys.stderr)
         return 2
+    if args.safe_outputs:
+        from chargerd.failsafe import safe_outputs_main
+
+        return safe_outputs_main(cfg)
     if args.check_config:
         try:
             check_ocpp_keys(cfg)
@@ -376,6 +397,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"chargerd: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a store, a device or a directory that fails: one line, no traceback
+        log.debug("start failed", exc_info=exc)
+        print(f"chargerd: cannot start: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ import logging
 
 from gpiozero import DigitalInputDevice, OutputDevice
 
-from hal.config import ContactorConfig
-from hal.errors import ContactorError
+from hal.config import ContactorConfig, unsafe_contactor_pull
+from hal.errors import ContactorError, HardwareConfigError
 from hal.interfaces import Fault
 
 __all__ = ["GpioContactor"]
@@ -32,6 +32,9 @@ class GpioContactor:
     """
 
     def __init__(self, cfg: ContactorConfig, *, pin_factory: object | None = None) -> None:
+        unsafe = unsafe_contactor_pull(cfg)
+        if unsafe is not None:  # the configuration loader refuses it too; this is the last word
+            raise HardwareConfigError(f"contactor on GPIO{cfg.pin}: {unsafe}")
         self._cfg = cfg
         self._commanded = False
         self._moving = False  # inside the settle time: the feedback is not yet to be trusted
