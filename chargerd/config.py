@@ -547,6 +547,9 @@ class _Loader:
             ),
             frequency_hz=t.number("frequency_hz", d.frequency_hz, lo=45.0, hi=65.0),
             lock=t.boolean("lock", d.lock),
+            meter_silent_delay_s=t.number(
+                "meter_silent_delay_s", d.meter_silent_delay_s, lo=0.0, hi=10.0
+            ),
         )
         t.finish()
         return cfg

@@ -120,6 +120,9 @@ class MockConfig:
     cable_capacity_a: int = 32
     frequency_hz: float = 50.0
     lock: bool = True  # socket outlet with a lock (False: tethered cable)
+    # How long a read of a silent meter takes to fail, as a Modbus timeout would
+    # (1 s x 2 tries on a real RS485 bus); 0 fails at once (unit tests on a fake clock).
+    meter_silent_delay_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

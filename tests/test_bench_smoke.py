@@ -41,6 +41,9 @@ FIGURES = {
     "replay_backlog_time",
     "replay_backlog_gap",
     "replay_backlog_cpu",
+    *(f"react_{t}{s}" for t in ("ev_error", "fault", "card", "remote") for s in ("", "_silent")),
+    "pilot_rate",
+    "pilot_rate_silent",
 }
 #: Figures a daemon may legitimately not offer (it answers NotSupported), reported as skipped.
 OPTIONAL = {"resp_trigger_message"}

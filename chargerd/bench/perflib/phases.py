@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from chargerd.bench.csms.csms import BenchCsms, CsmsCallError
+from chargerd.bench.perflib import reaction
 from chargerd.bench.perflib.figures import Figure, Target
 from chargerd.bench.perflib.probes import TX_MESSAGES, Arrivals, NotifyListener, cpu_seconds, rss_mb
 from chargerd.bench.rig import StationRig
@@ -46,6 +47,8 @@ class Plan:
     replay_connectors: int = 8
     replay_offline_s: float = 30.0
     backlog: int = 10_000
+    reaction_cycles: int = 20  # per trigger, healthy and silent meter
+    pilot_rate_s: float = 3.0
 
 
 QUICK = Plan(
@@ -59,6 +62,8 @@ QUICK = Plan(
     replay_connectors=2,
     replay_offline_s=3.0,
     backlog=500,
+    reaction_cycles=1,
+    pilot_rate_s=1.0,
 )
 
 RESPONSE_TARGET = Target("<", 50.0, "p99")
@@ -109,7 +114,7 @@ def make_figures() -> dict[str, Figure]:
     }
     for fig in figs:
         fig.target = targets.get(fig.key)
-    return {f.key: f for f in figs}
+    return {f.key: f for f in figs + reaction.make_figures()}
 
 
 def _conn(status: dict, n: int = 1) -> dict:
@@ -406,6 +411,21 @@ class Bench:
         await self.arrivals.wait("StopTransaction", t2, cp_id=cp)
         await self._session_over(rig)
         await rig.unplug(1)
+
+    async def reaction(self) -> None:
+        """Stop triggers -> contactor open and the pilot sampling rate, healthy and silent meter."""
+        # A silent meter fails each read after 2 s, as a Modbus RTU meter does (1 s x 2 tries).
+        rig = self.rig("reaction", "CP-REACT", mock={"meter_silent_delay_s": 2.0})
+        await rig.start()
+        await self.registered(rig)
+        await reaction.measure(
+            rig,
+            self.csms,
+            self.figs,
+            cycles=self.plan.reaction_cycles,
+            rate_s=self.plan.pilot_rate_s,
+        )
+        await rig.stop()
 
     async def stop_main(self) -> None:
         if self.main is not None:
