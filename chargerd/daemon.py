@@ -271,9 +271,10 @@ class Daemon:
             jobs["cards"] = self.cards.run(self.hardware.reader)
         watchdog = sdnotify.watchdog_interval()
         if watchdog:
-            # Fed only while every connector completes its supervision passes.
+            # Fed only while every connector completes its supervision passes (a pass may
+            # wait up to 3 s for a stop's meter reading; WatchdogSec=5 gives 4 s).
             jobs["watchdog"] = sdnotify.watchdog_loop(
-                watchdog, stale=lambda: self.supervisor.supervision_stale(watchdog / 2)
+                watchdog, stale=lambda: self.supervisor.supervision_stale(watchdog * 0.8)
             )
         for name, coro in jobs.items():
             task = asyncio.create_task(coro, name=name)
