@@ -46,6 +46,7 @@ MAX_CONNECTORS = 8
 PIN_FACTORIES = ("lgpio", "rpigpio", "pigpio", "native", "mock")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 GPIO_RANGE = (0, 27)  # BCM numbers on the 40-pin header
+HARDWARE_PWM_PINS = (12, 13, 18, 19)  # the header pins a dtoverlay=pwm can route PWM to
 # SPI0 carries the RC522 (CE0) and the MCP3008 (CE1); these lines are not free GPIOs.
 SPI0_PINS = {7: "SPI0 CE1", 8: "SPI0 CE0", 9: "SPI0 MISO", 10: "SPI0 MOSI", 11: "SPI0 SCLK"}
 # OCPP-J appends the identity to the URL; the Security Whitepaper limits it to these.
@@ -598,6 +599,16 @@ class _Loader:
             cp_offset_v=t.number("pilot_cp_offset_v", dp.cp_offset_v, lo=-15.0, hi=15.0),
             cp_span_v=t.number("pilot_cp_span_v", dp.cp_span_v, positive=True),
             pp_pullup_ohm=t.number("pilot_pp_pullup_ohm", dp.pp_pullup_ohm, positive=True),
+            pwm=t.string("pilot_pwm", dp.pwm, choices=("sysfs", "lgpio")),
+            pwm_chip=t.integer("pilot_pwm_chip", dp.pwm_chip, 0, 63),
+            pwm_channel=t.integer("pilot_pwm_channel", dp.pwm_channel, 0, 15),
+            pwm_sysfs_root=t.string(
+                "pilot_pwm_sysfs_root",
+                dp.pwm_sysfs_root,
+                pattern=re.compile(r"^/"),
+                expected='an absolute path such as "/sys/class/pwm"',
+            ),
+            debounce=t.integer("pilot_debounce", dp.debounce, 1, 10),
         )
         cfg = ConnectorConfig(
             contactor=contactor,
@@ -623,6 +634,7 @@ class _Loader:
         if reader.kind == "rc522":
             owner[reader.rst_pin] = "hardware.reader.rst_pin"
         channels: dict[tuple[int, int], str] = {}
+        pwms: dict[tuple[int, int], str] = {}
         units: dict[int, str] = {}
         for conn, t in zip(conns, tables, strict=True):
             uses: list[tuple[str, int | None]] = [
@@ -659,6 +671,22 @@ class _Loader:
                 if slot in channels:
                     raise t.fail(key, ch, f"a free ADC channel (already {channels[slot]})")
                 channels[slot] = t.keypath(key)
+            if conn.pilot.pwm == "sysfs":
+                if conn.pilot.pwm_pin not in HARDWARE_PWM_PINS:
+                    raise t.fail(
+                        "pilot_pwm_pin",
+                        conn.pilot.pwm_pin,
+                        'a pin with hardware PWM (12, 13, 18 or 19) with pilot_pwm = "sysfs"',
+                    )
+                pwm = (conn.pilot.pwm_chip, conn.pilot.pwm_channel)
+                if pwm in pwms:
+                    raise t.fail(
+                        "pilot_pwm_channel",
+                        pwm[1],
+                        f"a PWM channel of its own (pwmchip{pwm[0]} channel {pwm[1]} is "
+                        f"already {pwms[pwm]})",
+                    )
+                pwms[pwm] = t.keypath("pilot_pwm_channel")
             if conn.meter_unit_id in units:
                 raise t.fail(
                     "meter_unit_id",

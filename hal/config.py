@@ -75,6 +75,15 @@ class PilotConfig:
     cp_span_v: float = 24.0
     # PP: the cable's resistor against a pull-up to the ADC reference
     pp_pullup_ohm: float = 1000.0
+    # Where the 1 kHz PWM comes from: "sysfs" = the kernel's hardware PWM
+    # (/sys/class/pwm/pwmchip<pwm_chip>/pwm<pwm_channel>, needs a dtoverlay=pwm line in
+    # config.txt); "lgpio" = gpiozero's software PWM on pwm_pin, an explicit fallback
+    # (whole-percent duty, timing shared with every other thread).
+    pwm: Literal["sysfs", "lgpio"] = "sysfs"
+    pwm_chip: int = 0
+    pwm_channel: int = 0  # GPIO18: channel 0 of PWM0 on a Pi 3/4, channel 2 of RP1 PWM0 on a Pi 5
+    pwm_sysfs_root: str = "/sys/class/pwm"
+    debounce: int = 3  # agreeing CP readings (bursts) before a new EV state is accepted
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,9 +15,9 @@ from chargerd.config import ConfigError, load_config
 from chargerd.daemon import Daemon, main
 from chargerd.failsafe import safe_outputs_main
 from hal.config import ContactorConfig, ReaderConfig
+from hal.emulated.mcp3008 import Mcp3008MockFactory
 from hal.errors import HardwareConfigError
 from hal.pi.contactor import GpioContactor
-from hal.pi.pilot import Mcp3008MockFactory
 from hal.pi.safe_outputs import drive_safe
 
 PI = """\

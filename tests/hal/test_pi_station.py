@@ -31,14 +31,14 @@ def two_connectors(**reader) -> HardwareConfig:
         contactor=ContactorConfig(pin=17, feedback_pin=27, settle_s=0.01),
         lock=LockConfig(kind="motor", pins=(23, 24), sense_pin=22, pulse_s=0.01),
         led=LedConfig(kind="rgb", pins=(5, 6, 13)),
-        pilot=PilotConfig(pwm_pin=18, cp_channel=0, pp_channel=1),
+        pilot=PilotConfig(pwm_pin=18, cp_channel=0, pp_channel=1, pwm="lgpio"),
         meter_unit_id=1,
     )
     two = ConnectorConfig(
         contactor=ContactorConfig(pin=16, settle_s=0.01),
         lock=LockConfig(kind="none"),
         led=LedConfig(kind="single", pins=(26,)),
-        pilot=PilotConfig(pwm_pin=12, cp_channel=2, pp_channel=None),
+        pilot=PilotConfig(pwm_pin=12, cp_channel=2, pp_channel=None, pwm="lgpio"),
         meter_model="sdm120",
         meter_unit_id=2,
     )
