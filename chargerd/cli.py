@@ -480,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_meter)
 
     s = sub.add_parser("selftest", help="exercise one device and report each step")
-    s.add_argument("device", choices=["contactor", "lock", "led", "reader", "meter"])
+    s.add_argument("device", choices=["contactor", "lock", "led", "reader", "meter", "rcd"])
     s.add_argument("--connector", type=int, metavar="N")
     s.add_argument("--json", action="store_true", help="print the report as JSON")
     s.set_defaults(func=cmd_selftest)

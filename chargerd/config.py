@@ -35,6 +35,7 @@ from hal.config import (
     MeterBusConfig,
     MockConfig,
     PilotConfig,
+    RcdConfig,
     ReaderConfig,
     unsafe_contactor_pull,
 )
@@ -76,6 +77,7 @@ class StationConfig:
     firmware_version: str = chargerd.__version__
     connectors: int = 1
     max_current_a: float = 32.0  # what the supply and the wiring allow per connector
+    ventilation: bool = False  # the site is ventilated: an EV in state D may be charged
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,6 +412,7 @@ class _Loader:
             firmware_version=t.string("firmware_version", chargerd.__version__, max_len=50),
             connectors=t.integer("connectors", 1, 1, MAX_CONNECTORS),
             max_current_a=t.number("max_current_a", 32.0, lo=6.0, hi=80.0),
+            ventilation=t.boolean("ventilation", False),
         )
         t.finish()
         return cfg
@@ -551,6 +554,7 @@ class _Loader:
             meter_silent_delay_s=t.number(
                 "meter_silent_delay_s", d.meter_silent_delay_s, lo=0.0, hi=10.0
             ),
+            rcd=t.boolean("rcd", d.rcd),
         )
         t.finish()
         return cfg
@@ -622,9 +626,26 @@ class _Loader:
                 expected='a meter model name such as "sdm630"',
             ),
             meter_unit_id=t.integer("meter_unit_id", 1, 1, 247),
+            rcd=self.rcd(t),
         )
         t.finish()
         return cfg
+
+    def rcd(self, t: _Table) -> RcdConfig:
+        """The residual-current monitor's keys of one [[hardware.connector]] (rcd_*)."""
+        d = RcdConfig()
+        fault_pin = t.gpio("rcd_fault_pin", d.fault_pin, none_ok=True)
+        test_pin = t.gpio("rcd_test_pin", d.test_pin, none_ok=True)
+        if fault_pin is None and test_pin is not None:
+            raise t.fail("rcd_test_pin", test_pin, '"none" without an rcd_fault_pin')
+        return RcdConfig(
+            fault_pin=fault_pin,
+            fault_active_high=t.boolean("rcd_fault_active_high", d.fault_active_high),
+            test_pin=test_pin,
+            test_active_high=t.boolean("rcd_test_active_high", d.test_active_high),
+            trip_time_s=t.number("rcd_trip_time_s", d.trip_time_s, lo=0.001, hi=2.0),
+            release_s=t.number("rcd_release_s", d.release_s, lo=0.01, hi=10.0),
+        )
 
     def check_pins(
         self, conns: tuple[ConnectorConfig, ...], reader: ReaderConfig, tables: list[_Table]
@@ -644,6 +665,8 @@ class _Loader:
                 ("lock_sense_pin", conn.lock.sense_pin if conn.lock.kind != "none" else None),
                 *(("led_pins", p) for p in conn.led.pins),
                 ("pilot_pwm_pin", conn.pilot.pwm_pin),
+                ("rcd_fault_pin", conn.rcd.fault_pin),
+                ("rcd_test_pin", conn.rcd.test_pin),
             ]
             for key, pin in uses:
                 if pin is None:

@@ -138,6 +138,7 @@ class Daemon:
             clock=self.clock,
             report_status=self.status.report,
             max_current_a=cfg.station.max_current_a,
+            ventilated=cfg.station.ventilation,
         )
         self.availability = AvailabilityService(store=self.store, supervisor=self.supervisor)
         self.availability.restore()

@@ -57,6 +57,18 @@ class LockConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RcdConfig:
+    """A residual-current monitor: fault output (and test input) on GPIOs; none by default."""
+
+    fault_pin: int | None = None  # the module's fault output; None: no monitor wired
+    fault_active_high: bool = True  # the level that means "tripped"
+    test_pin: int | None = None  # the module's test input, if it has one
+    test_active_high: bool = True
+    trip_time_s: float = 0.1  # the module's spec: test input to fault output at the latest
+    release_s: float = 0.5  # time the fault output may take to release after a test
+
+
+@dataclass(frozen=True, slots=True)
 class LedConfig:
     kind: Literal["none", "rgb", "single"] = "rgb"
     pins: tuple[int, ...] = (5, 6, 13)  # rgb: red, green, blue; single: one pin
@@ -117,6 +129,7 @@ class ConnectorConfig:
     pilot: PilotConfig = field(default_factory=PilotConfig)
     meter_model: str = "sdm630"
     meter_unit_id: int = 1
+    rcd: RcdConfig = field(default_factory=RcdConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +145,7 @@ class MockConfig:
     # How long a read of a silent meter takes to fail, as a Modbus timeout would
     # (1 s x 2 tries on a real RS485 bus); 0 fails at once (unit tests on a fake clock).
     meter_silent_delay_s: float = 0.0
+    rcd: bool = True  # a residual-current monitor with a test input on every connector
 
 
 @dataclass(frozen=True, slots=True)

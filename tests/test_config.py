@@ -386,3 +386,37 @@ def test_link_and_current_limits_have_defaults_and_can_be_set(tmp_path: Path) ->
 def test_limits_out_of_range_are_refused(tmp_path: Path, old: str, new: str, keypath: str):
     err = error_of(write(tmp_path, BENCH.replace(old, new)))
     assert keypath in str(err)
+
+
+def test_residual_current_monitor_and_ventilation_keys(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, PI))
+    assert cfg.hardware.connectors[0].rcd.fault_pin is None  # optional: none by default
+    assert cfg.station.ventilation is False
+    text = PI.replace('model = "m"', 'model = "m"\nventilation = true') + (
+        "rcd_fault_pin = 4\nrcd_test_pin = 26\nrcd_fault_active_high = false\n"
+        "rcd_trip_time_s = 0.05\n"
+    )
+    cfg = load_config(write(tmp_path, text))
+    rcd = cfg.hardware.connectors[0].rcd
+    assert (rcd.fault_pin, rcd.test_pin, rcd.fault_active_high, rcd.trip_time_s) == (
+        4,
+        26,
+        False,
+        0.05,
+    )
+    assert cfg.station.ventilation is True
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "expected"),
+    [
+        ("rcd_fault_pin = 17\n", "rcd_fault_pin", "GPIO 17 is already"),
+        ("rcd_fault_pin = 4\nrcd_test_pin = 4\n", "rcd_test_pin", "GPIO 4 is already"),
+        ("rcd_test_pin = 26\n", "rcd_test_pin", "without an rcd_fault_pin"),
+        ("rcd_fault_pin = 4\nrcd_trip_time_s = 0\n", "rcd_trip_time_s", "from 0.001 to 2"),
+    ],
+)
+def test_residual_current_monitor_mistakes(tmp_path: Path, extra: str, key: str, expected: str):
+    err = error_of(write(tmp_path, PI + extra))
+    assert err.key == f"hardware.connector[1].{key}"
+    assert expected in str(err)

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from chargerd.control.server import CommandRefused, CommandUsageError, NotFound
+from chargerd.features import protection
 from hal.errors import HardwareError
 from hal.interfaces import IndicatorState
 
@@ -82,6 +83,7 @@ class Commands:
             else (conn.authorization.id_tag if conn.authorization else None),
             "operative": conn.operative,
             "faults": sorted(conn.faults),
+            "rcd_tripped": hw.rcd.tripped if hw.rcd is not None else None,
         }
 
     async def status(self, args: dict) -> dict:
@@ -171,8 +173,10 @@ class Commands:
 
     async def selftest(self, args: dict) -> dict:
         device = args.get("device")
-        if device not in ("contactor", "lock", "led", "reader", "meter"):
-            raise CommandUsageError("device must be one of contactor, lock, led, reader, meter")
+        if device not in ("contactor", "lock", "led", "reader", "meter", "rcd"):
+            raise CommandUsageError(
+                "device must be one of contactor, lock, led, reader, meter, rcd"
+            )
         if device == "reader":
             return await self._selftest_reader()
         conns = (
@@ -249,6 +253,10 @@ class Commands:
             return f"{s.energy_wh:.0f} Wh, {s.power_w or 0:.0f} W, {s.phases} phase(s)"
 
         await self._step(steps, f"connector {conn.id}: read meter", read())
+
+    async def _selftest_rcd(self, conn, steps) -> None:
+        # Its test trips it, and a trip drops the contactor: only ever on an idle connector.
+        steps.append(await protection.rcd_selftest_step(conn))
 
     async def _selftest_reader(self) -> dict:
         reader = self.d.hardware.reader

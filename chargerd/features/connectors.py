@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from chargerd.clock import Clock
-from chargerd.features import meter_task
+from chargerd.features import meter_task, protection
 from chargerd.features import status as status_machine
 from chargerd.features.authz import same_id_tag
 from chargerd.features.liveness import stale_supervision
@@ -46,12 +46,16 @@ UNSAFE_FAULTS = frozenset(
         Fault.EV_ERROR,
         Fault.PILOT_FAILURE,
         Fault.LOCK_FAILURE,
+        Fault.RCD_TRIPPED,
+        Fault.RCD_FAILURE,
+        Fault.VENTILATION_REQUIRED,
     }
 )
 
 #: Faults of the station's own equipment that end a running transaction.  An EV in
-#: state E/F only suspends it (SuspendedEV): the contactor opens, the session stays.
-STOP_FAULTS = UNSAFE_FAULTS - {Fault.EV_ERROR}
+#: state E/F only suspends it (SuspendedEV): the contactor opens, the session stays;
+#: so does an EV asking for ventilation where there is none (SuspendedEVSE).
+STOP_FAULTS = UNSAFE_FAULTS - {Fault.EV_ERROR, Fault.VENTILATION_REQUIRED}
 
 #: Stop reasons after which the plug is released for the driver to take it.  Not
 #: DeAuthorized: OCPP 1.6 §4.8 keeps the cable locked until its owner's card comes back.
@@ -103,6 +107,7 @@ class ConnectorRuntime:
     # A stop the store could not record (full disk): (reason, id_tag), retried each second.
     stop_pending: tuple[str, str | None] | None = None
     stop_retry_at: float = 0.0
+    rcd_tested_for: int | None = None  # the transaction whose RCD self-test passed
 
     @property
     def in_use(self) -> bool:
@@ -124,6 +129,7 @@ class ConnectorSupervisor:
         poll_s: float = 0.04,  # 25 passes a second: the pilot sampled at >= 20 Hz
         meter_poll_s: float = 1.0,
         meter_timeout_s: float = 3.0,
+        ventilated: bool = False,
     ) -> None:
         self.connectors = {c.id: c for c in connectors}
         self.transactions = transactions
@@ -143,6 +149,7 @@ class ConnectorSupervisor:
         self.station_operative = True
         self.on_idle: list[Callable[[], Awaitable[None] | None]] = []
         self._background: set[asyncio.Task] = set()  # the loop keeps only weak references
+        self.ventilated = ventilated  # [station] ventilation: state D may be given energy
         transactions.connectors = self.connectors
         transactions.set_deauthorize(self._on_invalid_id)
 
@@ -154,6 +161,12 @@ class ConnectorSupervisor:
 
     async def run(self) -> None:
         """Supervise every connector, each with its meter read by a task of its own."""
+        loop = asyncio.get_running_loop()
+        for conn in self.connectors.values():
+            if conn.hw.rcd is not None:
+                # The trip itself opened the contactor (hal/); this only wakes the pass
+                # that ends the transaction and reports the fault.
+                conn.hw.rcd.on_trip(lambda: loop.call_soon_threadsafe(self.poke))
         async with asyncio.TaskGroup() as group:
             for conn in self.connectors.values():
                 group.create_task(self.meter_loop(conn), name=f"meter-{conn.id}")
@@ -209,6 +222,8 @@ class ConnectorSupervisor:
                 | hw.pilot.faults()
                 | hw.indicator.faults()
                 | (hw.lock.faults() if hw.lock is not None else frozenset())
+                | (hw.rcd.faults() if hw.rcd is not None else frozenset())
+                | protection.ventilation_faults(ev, self.ventilated)
             )
             conn.faults = frozenset(faults)
             prev, conn.ev_state = conn.ev_state, ev
@@ -317,6 +332,8 @@ class ConnectorSupervisor:
             and not (conn.faults & UNSAFE_FAULTS)
         )
         if want and not hw.contactor.closed:
+            if not await protection.rcd_ready(conn):
+                return
             conn.sample_at = -1e9  # the power changes now: the meter task reads at once
             self._meter_wake[conn.id].set()
             try:
@@ -465,6 +482,13 @@ class ConnectorSupervisor:
 
     async def _unlock(self, conn: ConnectorRuntime) -> bool:
         if conn.hw.lock is None:
+            return False
+        refusal = protection.unlock_refusal(
+            contactor_closed=conn.hw.contactor.closed,
+            contactor_faults=conn.hw.contactor.faults(),
+        )
+        if refusal is not None:
+            log.error("connector %d: cable kept locked: %s", conn.id, refusal)
             return False
         try:
             await conn.hw.lock.unlock()

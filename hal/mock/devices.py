@@ -43,6 +43,7 @@ class MockContactor:
         # When the coil command last changed, on the system-wide monotonic clock
         # (time.monotonic), so that a bench in another process can time a reaction.
         self.changed_at: float | None = None
+        self._interlocks: list[Callable[[], str | None]] = []
 
     @property
     def closed(self) -> bool:
@@ -53,7 +54,22 @@ class MockContactor:
             self.changed_at = time.monotonic()
         self._sim.command_contacts(closed)
 
+    def add_interlock(self, blocked: Callable[[], str | None]) -> None:
+        """``close()`` refuses while ``blocked()`` returns a reason (an RCD tripped)."""
+        self._interlocks.append(blocked)
+
+    def open_now(self) -> None:
+        """Open at once, synchronously (an interlock's trip)."""
+        self._command(False)
+
     async def close(self) -> None:
+        for blocked in self._interlocks:
+            reason = blocked()
+            if reason:
+                raise ContactorError(
+                    f"connector {self._sim.number}: contactor may not close: {reason}",
+                    Fault.CONTACTOR_FAILED_TO_CLOSE,
+                )
         self._command(True)
 
     async def open(self) -> None:
@@ -71,16 +87,22 @@ class MockContactor:
 
 
 class MockCableLock:
-    """Cable lock of a socket outlet; a jammed lock stays where it is and says so."""
+    """Cable lock of a socket outlet; a jammed lock stays where it is and says so.
+
+    ``lost`` is a lock that let go under the plug (its sense reads unlocked
+    while locked): LOCK_FAILURE for as long as it lasts, as the Pi driver's
+    watched sense input reports it.
+    """
 
     def __init__(self, number: int) -> None:
         self._number = number
         self._locked = False
         self.jammed = False
+        self.lost = False
 
     @property
     def locked(self) -> bool:
-        return self._locked
+        return self._locked and not self.lost
 
     async def lock(self) -> None:
         self._move(True)
@@ -95,7 +117,8 @@ class MockCableLock:
         self._locked = locked
 
     def faults(self) -> frozenset[Fault]:
-        return frozenset({Fault.LOCK_FAILURE}) if self.jammed else _NO_FAULTS
+        lost = self.lost and self._locked
+        return frozenset({Fault.LOCK_FAILURE}) if self.jammed or lost else _NO_FAULTS
 
 
 class MockIndicator:

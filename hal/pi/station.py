@@ -23,6 +23,7 @@ from hal.pi.contactor import GpioContactor
 from hal.pi.indicator import GpioIndicator
 from hal.pi.lock import GpioCableLock
 from hal.pi.pilot import GpioPilot
+from hal.pi.rcd import GpioRcd, interlock_rcd
 from hal.pi.workdir import prepare_lgpio_workdir
 
 __all__ = ["PinUse", "check_pins", "make_pin_factory", "open_pi_station", "pin_uses"]
@@ -91,6 +92,9 @@ def pin_uses(cfg: HardwareConfig) -> list[PinUse]:
         elif c.led.kind == "single":
             for pin in c.led.pins:
                 gpio(pin, f"{name} LED")
+        gpio(c.rcd.fault_pin, f"{name} residual-current monitor fault output")
+        if c.rcd.fault_pin is not None:
+            gpio(c.rcd.test_pin, f"{name} residual-current monitor test input")
         p = c.pilot
         gpio(p.pwm_pin, f"{name} pilot PWM")
         adc = f"MCP3008 on SPI0 CE{p.adc_device}"
@@ -191,17 +195,28 @@ async def open_pi_station(
             pilot = GpioPilot(c.pilot, pin_factory=factory, settle=pwm_settle)
             closers.append(pilot.release)
             meter = ModbusMeter(bus, model=c.meter_model, unit_id=c.meter_unit_id)
+            rcd = None
+            if c.rcd.fault_pin is not None:
+                rcd = GpioRcd(c.rcd, pin_factory=factory)
+                closers.append(rcd.release)
+                interlock_rcd(rcd, contactor)
             connectors.append(
                 ConnectorHardware(
-                    contactor=contactor, lock=lock, meter=meter, pilot=pilot, indicator=indicator
+                    contactor=contactor,
+                    lock=lock,
+                    meter=meter,
+                    pilot=pilot,
+                    indicator=indicator,
+                    rcd=rcd,
                 )
             )
 
         reader = None
         if cfg.reader.kind == "rc522":
-            from hal.pi.rfid import Rc522Reader  # mfrc522/spidev: Pi only
+            from hal.pi.rfid import Rc522Reader
 
-            reader = Rc522Reader(cfg.reader)
+            # SPI and RST through the station's own pin factory (no RPi.GPIO, no spidev).
+            reader = Rc522Reader(cfg.reader, pin_factory=factory)
             closers.append(reader.close)
             await reader.start()
     except BaseException:
