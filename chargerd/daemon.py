@@ -24,6 +24,7 @@ from pathlib import Path
 from chargerd import __version__
 from chargerd.clock import SystemClock
 from chargerd.config import Config, ConfigError, load_config
+from chargerd.privacy import Redactor
 
 log = logging.getLogger("chargerd")
 
@@ -31,13 +32,17 @@ log = logging.getLogger("chargerd")
 class Daemon:
     """Owns the tasks and the order of start and stop; services own the behaviour."""
 
-    def __init__(self, cfg: Config, *, config_path: Path | None = None) -> None:
+    def __init__(
+        self, cfg: Config, *, config_path: Path | None = None, redactor: Redactor | None = None
+    ) -> None:
         self.cfg = cfg
         self.config_path = config_path
+        self.redactor = redactor  # [logging] redact_id_tags: masks idTags in the frame log
         self.clock = SystemClock()
         self._tasks: list[asyncio.Task] = []
         self._stopping = asyncio.Event()
         self._restart_reason: str | None = None
+        self._died: str | None = None  # the task whose death stopped us: exit non-zero
         self.started_at = self.clock.monotonic()
 
     # -- build -------------------------------------------------------------------------
@@ -54,6 +59,11 @@ class Daemon:
         from chargerd.features.connectors import ConnectorRuntime, ConnectorSupervisor
         from chargerd.features.outbox import Outbox
         from chargerd.features.remote import RemoteService
+        from chargerd.features.smart_charging import (
+            Electrical,
+            SmartChargingService,
+            declare_smart_charging_keys,
+        )
         from chargerd.features.status_report import StatusPublisher
         from chargerd.features.transactions import TransactionService
         from chargerd.link import FrameLog, Link, LinkError
@@ -76,12 +86,14 @@ class Daemon:
         declare_core_keys(
             self.config, connectors=n, supported_measurands=metering.SUPPORTED_MEASURANDS
         )
+        declare_smart_charging_keys(self.config)
         try:
             self.config.apply_initial(dict(cfg.ocpp))
         except ValueError as exc:
-            raise ConfigError(f"{self.config_path or 'configuration'}: {exc}") from exc
+            source = self.config_path or cfg.source
+            raise ConfigError(f"{source}: {exc}", path=Path(source)) from None
 
-        self.frame_log = FrameLog(clock=self.clock)
+        self.frame_log = FrameLog(clock=self.clock, redactor=self.redactor)
         self.link = Link(
             url=cfg.csms.url,
             charge_point_id=cfg.station.charge_point_id,
@@ -162,6 +174,17 @@ class Daemon:
             online=self.boot.online,
             restart=self.request_restart,
         )
+        self.smart_charging = SmartChargingService(
+            store=self.store,
+            config=self.config,
+            clock=self.clock,
+            supervisor=self.supervisor,
+            elec=Electrical(cfg.station.nominal_voltage_v, cfg.station.phases),
+            station_max_a=cfg.station.max_current_a,
+        )
+        self.supervisor.limit_for = self.smart_charging.limit_for
+        self.remote.check_charging_profile = self.smart_charging.accept_remote_profile
+        self.link.register(self.smart_charging)
         for feature in (self.config, self.cache, self.remote, self.availability):
             self.link.register(feature)
         self.link.add_connect_listener(self.boot.on_connect)
@@ -233,6 +256,7 @@ class Daemon:
 
     async def run(self) -> int:
         from chargerd import sdnotify
+        from chargerd.features import retention
         from chargerd.link import (
             CallErrorReceived,
             CallResultInvalid,
@@ -267,6 +291,8 @@ class Daemon:
             "status": self.status.run(),
             "sampler": self.sampler.periodic.run(),
             "aligned": self.sampler.aligned_loop(),
+            "retention": retention.run(self.store, self.clock),  # idTags: 30 days
+            "smart_charging": self.smart_charging.run(),
         }
         if self.hardware.reader is not None:
             jobs["cards"] = self.cards.run(self.hardware.reader)
@@ -296,7 +322,8 @@ class Daemon:
         if self._restart_reason:
             log.warning("restarting chargerd (%s)", self._restart_reason)
             os.execv(sys.executable, [sys.executable, "-m", "chargerd.daemon", *sys.argv[1:]])
-        return 0
+        # A task that died is a failure: systemd must not record it as a clean stop.
+        return 1 if self._died else 0
 
     def _task_died(self, task: asyncio.Task) -> None:
         if task.cancelled() or self._stopping.is_set():
@@ -308,6 +335,7 @@ class Daemon:
             exc,
             exc_info=exc,
         )
+        self._died = task.get_name()
         self._stopping.set()
 
     async def request_restart(self, reason: str) -> None:
@@ -351,6 +379,9 @@ def check_ocpp_keys(cfg: Config) -> None:
             connectors=cfg.station.connectors,
             supported_measurands=metering.SUPPORTED_MEASURANDS,
         )
+        from chargerd.features.smart_charging import declare_smart_charging_keys
+
+        declare_smart_charging_keys(svc)
         svc.apply_initial(dict(cfg.ocpp))
 
 
@@ -369,40 +400,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"chargerd {__version__}")
     args = parser.parse_args(argv)
     path = args.check_config or args.config
-    try:
-        cfg = load_config(path)
-    except ConfigError as exc:
-        print(f"chargerd: {exc}", file=sys.stderr)
-        return 2
-    if args.safe_outputs:
+    from chargerd import startup
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr)
+
+    if args.safe_outputs:  # the unit's ExecStopPost: no preflight, only the outputs
         from chargerd.failsafe import safe_outputs_main
 
-        return safe_outputs_main(cfg)
-    if args.check_config:
-        try:
-            check_ocpp_keys(cfg)
-        except ValueError as exc:
-            print(f"chargerd: {path}: {exc}", file=sys.stderr)
-            return 2
-        print(f"{path}: configuration OK")
-        return 0
-    from chargerd.logs import setup_logging
+        return startup.run_guarded(lambda: safe_outputs_main(load_config(path)), stderr_print=say)
 
-    setup_logging(cfg.logging.level, log_file=cfg.paths.log_file)
+    # --check-config and the start run the same checks and print the same line.
+    status = startup.run_guarded(lambda: _preflight(path), stderr_print=say)
+    if status or args.check_config:
+        if not status:
+            print(f"{path}: configuration OK")
+        return status
+    return startup.run_guarded(lambda: _start(load_config(path), path), stderr_print=say)
+
+
+def _preflight(path: Path) -> int:
+    from chargerd.startup import check_environment
+
+    cfg = load_config(path)
+    try:
+        check_ocpp_keys(cfg)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}", path=path) from None
+    check_environment(cfg)
+    return 0
+
+
+def _start(cfg: Config, path: Path) -> int:
+    from chargerd.logs import setup_logging
+    from chargerd.startup import make_private
+
+    os.umask(0o077)  # idTags are personal data: state files 0600, directories 0700
+    redactor = Redactor() if cfg.logging.redact_id_tags else None
+    setup_logging(cfg.logging.level, log_file=cfg.paths.log_file, redactor=redactor)
+    make_private(cfg)
     # Libraries' own chatter (every websocket frame, every Modbus timeout) drowns what a
     # technician needs; our frame log and fault logs already say it once, better.
     for noisy in ("websockets", "pymodbus"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-    try:
-        return asyncio.run(Daemon(cfg, config_path=path).run())
-    except ConfigError as exc:
-        print(f"chargerd: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # a store, a device or a directory that fails: one line, no traceback
-        log.debug("start failed", exc_info=exc)
-        print(f"chargerd: cannot start: {exc}", file=sys.stderr)
-        return 1
+    return asyncio.run(Daemon(cfg, config_path=path, redactor=redactor).run())
 
 
 if __name__ == "__main__":

@@ -388,6 +388,17 @@ def test_limits_out_of_range_are_refused(tmp_path: Path, old: str, new: str, key
     assert keypath in str(err)
 
 
+def test_smart_charging_electrical_keys(tmp_path: Path) -> None:
+    """nominal_voltage_v and phases convert W limits to A; defaults 230 V, 3 phases."""
+    cfg = load_config(write(tmp_path, BENCH))
+    assert (cfg.station.nominal_voltage_v, cfg.station.phases) == (230.0, 3)
+    text = BENCH.replace("connectors = 2", "connectors = 2\nnominal_voltage_v = 120\nphases = 1")
+    cfg = load_config(write(tmp_path, text))
+    assert (cfg.station.nominal_voltage_v, cfg.station.phases) == (120.0, 1)
+    err = error_of(write(tmp_path, BENCH.replace("connectors = 2", "connectors = 2\nphases = 4")))
+    assert err.key == "station.phases"
+
+
 def test_residual_current_monitor_and_ventilation_keys(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, PI))
     assert cfg.hardware.connectors[0].rcd.fault_pin is None  # optional: none by default

@@ -138,16 +138,16 @@ async def test_a_failing_store_leaves_the_contactor_open(tmp_path, monkeypatch):
     assert not coil.state
 
 
-def test_a_start_failure_is_one_line_without_traceback(tmp_path, capsys):
-    path = pi_config(tmp_path)
-    state = tmp_path / "state"
-    state.mkdir()
-    (state / "chargerd.db").mkdir()  # a database that cannot be opened
-    rc = main(["--config", str(path)])
+def test_a_store_failure_at_start_is_one_line_without_traceback(tmp_path, capsys, monkeypatch):
+    def failing_open(path, **kw):
+        raise OSError(f"disk I/O error opening {path}")
+
+    monkeypatch.setattr("chargerd.store.Store.open", failing_open)
+    rc = main(["--config", str(pi_config(tmp_path))])
     err = capsys.readouterr().err
     assert rc == 1
-    assert err.splitlines()[-1].startswith("chargerd: cannot start:")  # before it: the log
-    assert "unable to open database file" in err and "Traceback" not in err
+    assert err.splitlines()[-1].startswith("chargerd: cannot run: OSError: disk I/O error")
+    assert "Traceback" not in err
 
 
 # -- after any end: ExecStopPost=chargerd --safe-outputs -------------------------------------

@@ -19,7 +19,7 @@ from hal.errors import HardwareError
 from hal.interfaces import IndicatorState
 
 if TYPE_CHECKING:
-    from chargerd.daemon import Daemon
+    from chargerd.control.view import DaemonView as Daemon  # not daemon.py: no import circle
     from chargerd.features.connectors import ConnectorRuntime
 
 
@@ -83,8 +83,16 @@ class Commands:
             else (conn.authorization.id_tag if conn.authorization else None),
             "operative": conn.operative,
             "faults": sorted(conn.faults),
+            **self._smart_charging_of(conn),
             "rcd_tripped": hw.rcd.tripped if hw.rcd is not None else None,
         }
+
+    def _smart_charging_of(self, conn: ConnectorRuntime) -> dict[str, Any]:
+        """limit_a / limit_source: the smart-charging limit in force and where it comes from."""
+        service = getattr(self.d, "smart_charging", None)
+        if service is None:
+            return {}
+        return service.status_fields(conn.id)
 
     async def status(self, args: dict) -> dict:
         d = self.d
@@ -166,8 +174,11 @@ class Commands:
         key, value = args.get("key"), args.get("value")
         if not isinstance(key, str) or value is None:
             raise CommandUsageError("config.set needs a key and a value")
-        status = self.d.config.set(key, str(value))
-        return {"status": str(status)}
+        change = self.d.config.change(key, str(value), by="the technician (chargerctl)")
+        answer = {"status": str(change.status)}
+        if change.reason:
+            answer["reason"] = change.reason
+        return answer
 
     # -- self tests ---------------------------------------------------------------------------
 

@@ -149,6 +149,8 @@ class ConnectorSupervisor:
         self.station_operative = True
         self.on_idle: list[Callable[[], Awaitable[None] | None]] = []
         self._background: set[asyncio.Task] = set()  # the loop keeps only weak references
+        # Smart charging's limit in force for a connector (A), asked at each offer; None: none.
+        self.limit_for: Callable[[int], float] | None = None
         self.ventilated = ventilated  # [station] ventilation: state D may be given energy
         transactions.connectors = self.connectors
         transactions.set_deauthorize(self._on_invalid_id)
@@ -371,6 +373,8 @@ class ConnectorSupervisor:
         amps = self.max_current_a
         if cable_a is not None:
             amps = min(amps, float(cable_a))
+        if self.limit_for is not None:
+            amps = min(amps, self.limit_for(conn.id))
         return amps
 
     async def _start(self, conn: ConnectorRuntime) -> bool:
@@ -411,8 +415,18 @@ class ConnectorSupervisor:
             cable = await conn.hw.pilot.cable_capacity_a()
         except HardwareError:
             cable = None
-        conn.hw.pilot.set_offered_current(self.offered_current(conn, cable))
+        amps = self.offered_current(conn, cable)
+        # Below 6 A the pilot cannot signal a current: no PWM, the EV pauses (SuspendedEVSE).
+        conn.hw.pilot.set_offered_current(amps if amps >= 6.0 else None)
         self.poke()  # the EV answers the PWM with state C: look again at once
+
+    async def reoffer(self, conn: ConnectorRuntime) -> None:
+        """Offer again after the limit in force changed (smart charging), if a transaction runs."""
+        async with conn.busy:
+            if conn.tx is not None and conn.stop_pending is None:
+                await self._offer(conn)
+                await self._drive_contactor(conn)  # a paused EV: the contactor opens now
+        self._update_status(conn)
 
     async def stop(self, conn: ConnectorRuntime, reason: str, *, id_tag: str | None = None) -> None:
         """Stop a running transaction (card, remote, reset, unlock...)."""

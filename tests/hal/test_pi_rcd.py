@@ -158,3 +158,31 @@ async def test_trip_to_coil_off_inside_the_edge(factory):
     took = time.perf_counter() - t0
     assert factory.pin(COIL).state is False
     print(f"RCD trip handled, coil off, within {took * 1e6:.0f} us (gpiozero callback)")
+
+
+# --- on the emulated module (hal/emulated/rcd.py), as pibox wires it -------------------
+
+
+async def test_the_driver_on_the_emulated_module_with_its_own_trip_time(factory):
+    from hal.emulated import rcd as emu
+
+    module = emu.attach(factory, fault_pin=FAULT_OUT, test_pin=TEST_IN, trip_after_s=0.01)
+    contactor = GpioContactor(ContactorConfig(pin=COIL, settle_s=0.0), pin_factory=factory)
+    rcd = GpioRcd(
+        RcdConfig(fault_pin=FAULT_OUT, test_pin=TEST_IN, trip_time_s=0.1, release_s=0.1),
+        pin_factory=factory,
+        release_window_s=0.0,
+    )
+    interlock_rcd(rcd, contactor)
+    await rcd.self_test()  # the module answers its test input after 10 ms (a timer thread)
+    assert rcd.last_trip_time_s >= 0.01 and rcd.faults() == frozenset()
+    await contactor.close()
+    module.trip()
+    assert factory.pin(COIL).state is False and Fault.RCD_TRIPPED in rcd.faults()
+    module.reset()
+    assert passes(rcd) == frozenset()
+    module.dead = True
+    with pytest.raises(RcdError, match="did not trip"):
+        await rcd.self_test()
+    rcd.release()
+    contactor.release()
