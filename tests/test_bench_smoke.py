@@ -41,6 +41,9 @@ FIGURES = {
     "replay_backlog_time",
     "replay_backlog_gap",
     "replay_backlog_cpu",
+    "trigger_to_message",
+    "local_list_full",
+    "local_list_differential",
     *(f"react_{t}{s}" for t in ("ev_error", "fault", "card", "remote") for s in ("", "_silent")),
     "pilot_rate",
     "pilot_rate_silent",
@@ -59,6 +62,8 @@ TARGETED = {
     "rss_charging",
     "replay_live_rate",
     "replay_backlog_rate",
+    "trigger_to_message",
+    "local_list_full",
 }
 
 
