@@ -362,6 +362,10 @@ class Commands:
             return sim.snapshot(since=since)
         return sim.snapshot()
 
+    async def sim_state(self, args: dict) -> dict:
+        """The simulated world as the bench sees it (physical contacts, CP samples taken...)."""
+        return self._sim().snapshot()
+
     async def sim_network(self, args: dict) -> dict:
         self._sim()
         up = bool(args.get("up"))
@@ -392,6 +396,7 @@ def build_commands(daemon: Daemon) -> dict:
         "sim.fault": c.sim_fault,
         "sim.faults": c.sim_faults,
         "sim.world": c.sim_world,
+        "sim.state": c.sim_state,
         "sim.network": c.sim_network,
         "sim.power_cut": c.sim_power_cut,
     }

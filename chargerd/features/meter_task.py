@@ -24,7 +24,8 @@ async def read(
 ) -> MeterSample | None:
     """A reading now; the last good one when the meter fails or does not end in ``timeout_s``."""
     try:
-        return await asyncio.wait_for(meter.read(), timeout=timeout_s)
+        async with asyncio.timeout(timeout_s):  # inline: no task of its own per reading
+            return await meter.read()
     except TimeoutError:
         log.error("connector %s: meter read did not end within %.1f s", name, timeout_s)
     except HardwareError:

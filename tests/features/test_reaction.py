@@ -192,3 +192,22 @@ async def test_a_hung_pilot_read_stops_the_watchdog_feeding(make_bench, caplog):
     (critical,) = [r for r in caplog.records if r.levelno == logging.CRITICAL]
     assert "connector 2 has completed no supervision pass" in critical.getMessage()
     assert b.clock.monotonic() - b.supervisor.pass_at[2] > 40  # the fake clock ran on
+
+
+async def test_a_meter_driver_bug_neither_ends_the_meter_task_nor_loses_the_last_reading(
+    make_bench, caplog
+):
+    b = make_bench()
+    await charging(b)
+    good = b.conn(1).sample
+    assert good is not None
+
+    class BuggyMeter(HangingMeter):
+        async def read(self):
+            raise RuntimeError("driver bug")
+
+    b.conn(1).hw.meter = BuggyMeter(b.conn(1).hw.meter)
+    b.conn(1).sample_at = -1e9
+    await b.supervisor.poll_meter(b.conn(1))
+    assert b.conn(1).sample is not None
+    assert "meter read failed unexpectedly" in caplog.text
