@@ -374,7 +374,7 @@ def test_the_keys_are_declared_read_only_and_smart_charging_is_advertised(bench)
 async def test_a_remote_start_txprofile_applies_from_the_first_offer(bench):
     b = bench
     raw = cs_profile(7, "TxProfile", 12.0, kind="Relative")
-    assert b.svc.accept_remote_profile(1, raw) is True
+    assert b.svc.accept_remote_profile(1, TAG, raw) is True
     await charging(b)
     assert snap(b)["offered_current_a"] == 12.0
     assert b.svc.profiles[7].tx_local_id == b.conn(1).tx.local_id
@@ -390,7 +390,7 @@ async def test_a_remote_start_txprofile_applies_from_the_first_offer(bench):
     ],
 )
 def test_a_remote_start_with_an_unusable_profile_is_refused(bench, raw):
-    assert bench.svc.accept_remote_profile(1, raw) is False
+    assert bench.svc.accept_remote_profile(1, TAG, raw) is False
 
 
 # -- GetCompositeSchedule ------------------------------------------------------------------------
@@ -423,3 +423,11 @@ async def test_get_composite_schedule_answers_a_valid_result(bench):
     assert b.svc.on_get_composite_schedule(connector_id=3, duration=60).status == "Rejected"
     watts = b.svc.on_get_composite_schedule(connector_id=0, duration=60, charging_rate_unit="W")
     assert watts.charging_schedule["charging_schedule_period"][0]["limit"] == 6900.0
+
+
+async def test_a_remote_start_txprofile_is_not_given_to_another_idtag(bench):
+    b = bench
+    raw = cs_profile(7, "TxProfile", 12.0, kind="Relative")
+    assert b.svc.accept_remote_profile(1, "A1B2C3D4", raw) is True
+    await charging(b)  # a card, not the app user the CSMS started for
+    assert snap(b)["offered_current_a"] == 32.0 and 7 not in b.svc.profiles

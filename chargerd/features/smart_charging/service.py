@@ -111,7 +111,8 @@ class SmartChargingService:
         self.station_max_a = station_max_a
         self._wake = asyncio.Event()
         self._applied: dict[int, float] = {}  # connector -> the limit last handed to its offer
-        self._pending: dict[int, dict] = {}  # connector -> a RemoteStart's TxProfile (wire form)
+        # connector -> (idTag, TxProfile in wire form) of a RemoteStartTransaction
+        self._pending: dict[int, tuple[str, dict]] = {}
         self.profiles = self._store.load()
         # No transaction survives a restart (they end as PowerLoss): neither do their TxProfiles.
         orphans = [i for i, item in self.profiles.items() if item.profile.purpose == TX]
@@ -420,8 +421,12 @@ class SmartChargingService:
         )
         return ChargingProfileStatus.accepted
 
-    def accept_remote_profile(self, connector_id: int, raw: dict) -> bool:
-        """The chargingProfile of a RemoteStartTransaction: False rejects the remote start."""
+    def accept_remote_profile(self, connector_id: int, id_tag: str, raw: dict) -> bool:
+        """The chargingProfile of a RemoteStartTransaction: False rejects the remote start.
+
+        Kept for the connector until the transaction of ``id_tag`` starts there (then it is
+        installed as that transaction's TxProfile), or the remote start lapses.
+        """
         wire = to_wire(raw)
         try:
             profile = parse_profile(wire, connector_id)
@@ -435,13 +440,21 @@ class SmartChargingService:
         except ProfileRejected as exc:
             log.info("RemoteStartTransaction rejected: its charging profile: %s", exc)
             return False
-        self._pending[connector_id] = wire
+        self._pending[connector_id] = (id_tag, wire)
         self._wake.set()
         return True
 
     def _adopt_pending(self, conn: ConnectorRuntime) -> None:
-        wire = self._pending.pop(conn.id)
+        id_tag, wire = self._pending.pop(conn.id)
         assert conn.tx is not None
+        if conn.tx.id_tag.casefold() != id_tag.casefold():
+            log.info(
+                "connector %d: %s started, not the remote start's %s: its TxProfile is dropped",
+                conn.id,
+                conn.tx.id_tag,
+                id_tag,
+            )
+            return
         try:
             profile = parse_profile(wire, conn.id)
             self._check_station_rules(profile)
