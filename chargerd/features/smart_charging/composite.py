@@ -21,10 +21,14 @@ How a limit at an instant ``t`` is found (OCPP 1.6 §3.13):
 4. The limit is the minimum of ChargePointMaxProfile, the Tx/TxDefault result
    and the station's own maximum (which also fills any gap no profile covers).
 
-Limits in W are converted to A with the period's numberPhases (at most the
-connector's phases) and the nominal voltage: A = W / (V x phases).  The
-composite is computed in A and converted back for a W answer with the phases
-of each period, so W and A profiles mix.
+Limits in W are converted to A with the connector's phases and the nominal
+voltage: A = W / (V x phases), whatever numberPhases says.  The pilot offers a
+current per phase and cannot make an EV charge on fewer phases
+(ConnectorSwitch3to1PhaseSupported is false), so only the connector's phases
+bound the power: 6900 W "on one phase" is offered as 10 A, which a three-phase
+EV turns into 6900 W, not 20700.  The composite is computed in A and converted
+back the same way for a W answer, so W and A profiles mix; numberPhases is
+reported as given (at most the connector's).
 """
 
 from __future__ import annotations
@@ -60,13 +64,11 @@ class Electrical:
     voltage_v: float = 230.0
     phases: int = 3
 
-    def amps(self, watts: float, phases: int | None) -> float:
-        n = min(phases or self.phases, self.phases)
-        return watts / (self.voltage_v * n)
+    def amps(self, watts: float) -> float:
+        return watts / (self.voltage_v * self.phases)
 
-    def watts(self, amps: float, phases: int | None) -> float:
-        n = min(phases or self.phases, self.phases)
-        return amps * self.voltage_v * n
+    def watts(self, amps: float) -> float:
+        return amps * self.voltage_v * self.phases
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,10 +149,10 @@ def profile_limit(
     sched = profile.schedule
     period = _period_at(sched.periods, offset)
     phases = min(period.number_phases or elec.phases, elec.phases)
-    amps = period.limit if sched.unit == AMPS else elec.amps(period.limit, period.number_phases)
+    amps = period.limit if sched.unit == AMPS else elec.amps(period.limit)
     min_rate = sched.min_rate
     if min_rate is not None and sched.unit == WATTS:
-        min_rate = elec.amps(min_rate, period.number_phases)
+        min_rate = elec.amps(min_rate)
     return Limit(amps=amps, phases=phases, source=profile, min_rate_a=min_rate)
 
 
@@ -263,7 +265,7 @@ def composite_schedule(
             elec=elec,
             station_max_a=station_max_a,
         )
-        value = lim.amps if unit == AMPS else elec.watts(lim.amps, lim.phases)
+        value = lim.amps if unit == AMPS else elec.watts(lim.amps)
         min_rates.add(lim.min_rate_a)
         period = CompositePeriod(
             start_s=round((t - start).total_seconds()),
@@ -283,7 +285,7 @@ def composite_schedule(
     if len(min_rates) == 1:
         (rate,) = min_rates
         if rate is not None:
-            min_rate = round(rate if unit == AMPS else elec.watts(rate, None), 1)
+            min_rate = round(rate if unit == AMPS else elec.watts(rate), 1)
     return Composite(
         start=start, duration_s=duration_s, unit=unit, periods=tuple(periods), min_rate=min_rate
     )
