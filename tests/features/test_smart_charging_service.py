@@ -401,7 +401,7 @@ async def test_get_composite_schedule_answers_a_valid_result(bench):
     now = b.clock.now()
     b.svc.set_profile(0, cs_profile(1, "ChargePointMaxProfile", unit="W", limit=6900, start=now))
     b.svc.set_profile(1, cs_profile(2, start=now, periods=[(0, 8.0), (600, 16.0)]))
-    result = b.svc.on_get_composite_schedule(connector_id=1, duration=3600)
+    result = await b.svc.on_get_composite_schedule(connector_id=1, duration=3600)
     payload = {
         "status": result.status,
         "connectorId": result.connector_id,
@@ -420,8 +420,10 @@ async def test_get_composite_schedule_answers_a_valid_result(bench):
 
     assert _result_payload(result) == payload
     await check_result("GetCompositeSchedule", "u1", payload)
-    assert b.svc.on_get_composite_schedule(connector_id=3, duration=60).status == "Rejected"
-    watts = b.svc.on_get_composite_schedule(connector_id=0, duration=60, charging_rate_unit="W")
+    assert (await b.svc.on_get_composite_schedule(connector_id=3, duration=60)).status == "Rejected"
+    watts = await b.svc.on_get_composite_schedule(
+        connector_id=0, duration=60, charging_rate_unit="W"
+    )
     assert watts.charging_schedule["charging_schedule_period"][0]["limit"] == 6900.0
 
 

@@ -129,7 +129,9 @@ def _effective_duration(profile: Profile) -> float | None:
 
 
 def _period_at(periods: Sequence[Period], offset_s: float) -> Period:
-    i = bisect.bisect_right([p.start_s for p in periods], offset_s) - 1
+    if len(periods) == 1 or offset_s < periods[1].start_s:
+        return periods[0]
+    i = bisect.bisect_right(periods, offset_s, key=lambda p: p.start_s) - 1
     return periods[max(i, 0)]
 
 
@@ -186,18 +188,19 @@ def limit_at(
     running transaction's (the caller passes no other).  ``station_max_a`` is
     what the hardware allows there without any profile.
     """
-    profiles = list(profiles)
-    cp_max = purpose_limit((p for p in profiles if p.purpose == CP_MAX), t, tx_start, elec)
+    groups: dict[tuple[str, bool], list[Profile]] = {}
+    for p in profiles:
+        if p.purpose == CP_MAX or p.connector_id in (0, connector_id):
+            groups.setdefault((p.purpose, p.connector_id == 0), []).append(p)
+    cp_max = purpose_limit(groups.get((CP_MAX, True), ()), t, tx_start, elec)
     candidates: list[Limit] = []
     tx: Limit | None = None
     if connector_id != 0:
-        mine = [p for p in profiles if p.connector_id == connector_id]
-        tx = purpose_limit((p for p in mine if p.purpose == TX), t, tx_start, elec)
-        if tx is None:
-            tx = purpose_limit((p for p in mine if p.purpose == TX_DEFAULT), t, tx_start, elec)
-        if tx is None:
-            station_wide = (p for p in profiles if p.purpose == TX_DEFAULT and p.connector_id == 0)
-            tx = purpose_limit(station_wide, t, tx_start, elec)
+        # TxProfile, then the connector's TxDefaultProfile, then connector 0's.
+        for key in ((TX, False), (TX_DEFAULT, False), (TX_DEFAULT, True)):
+            tx = purpose_limit(groups.get(key, ()), t, tx_start, elec)
+            if tx is not None:
+                break
         if tx is not None:
             candidates.append(tx)
     if cp_max is not None:
