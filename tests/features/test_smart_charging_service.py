@@ -146,11 +146,16 @@ async def test_zero_amps_suspends_the_ev_and_a_new_profile_resumes_it(bench):
     assert snap(b)["offered_current_a"] is None
     assert not snap(b)["contactor_commanded"]
     assert b.conn(1).status == "SuspendedEVSE" and b.conn(1).tx is not None
+    assert b.svc.status_fields(1) == {
+        "limit_a": 0.0,
+        "limit_source": "TxDefaultProfile #1 (paused: below 6 A)",
+    }
     # Below 6 A is a pause too: the pilot cannot signal 4 A.
     b.svc.set_profile(0, cs_profile(2, limit=4.0, stack=1, start=b.clock.now()))
     await b.svc.apply()
     await b.tick()
     assert b.conn(1).status == "SuspendedEVSE"
+    assert b.svc.status_fields(1)["limit_a"] == 4.0
     b.svc.set_profile(0, cs_profile(3, limit=20.0, stack=2, start=b.clock.now()))
     await b.svc.apply()
     await b.tick(2)

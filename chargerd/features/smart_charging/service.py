@@ -162,24 +162,25 @@ class SmartChargingService:
         """``limit_a`` and ``limit_source`` for chargerctl status."""
         conn = self._sup.connectors[connector_id]
         now = self._clock.now()
+        usable = MIN_OFFER_A
         if self._charging(conn):
             shares, limits = self._allocation(now)
             lim = limits[connector_id]
-            amps = shares.get(connector_id, 0.0)
+            own, amps = floor_tenth(lim.amps), shares.get(connector_id, 0.0)
+            usable = max(MIN_OFFER_A, lim.min_rate_a or 0.0)
             source = lim.source_name
-            if amps < floor_tenth(lim.amps):
+            if own < usable:
+                amps = own  # paused by its own limit, not by the split
+            elif amps < own:
                 cp = purpose_limit(self._cp_max(), now, None, self.elec)
                 sharing = len([a for a in shares.values() if a > 0])
-                source = (
-                    f"{CP_MAX} #{cp.source.id} shared by {sharing}" if cp and cp.source else source
-                )
-                if amps < MIN_OFFER_A:
-                    source += " (paused)"
+                if cp is not None and cp.source is not None:
+                    source = f"{CP_MAX} #{cp.source.id} shared by {sharing}"
         else:
             lim = self._limit(conn, now)
             amps, source = floor_tenth(lim.amps), lim.source_name
-        if 0 < amps < MIN_OFFER_A and "(paused)" not in source:
-            source += " (below 6 A: paused)"
+        if amps < usable:
+            source += f" (paused: below {usable:g} A)"
         return {"limit_a": amps, "limit_source": source}
 
     # -- the limit in force ---------------------------------------------------------------
