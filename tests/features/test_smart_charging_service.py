@@ -438,3 +438,24 @@ async def test_a_remote_start_txprofile_is_not_given_to_another_idtag(bench):
     assert b.svc.accept_remote_profile(1, "A1B2C3D4", raw) is True
     await charging(b)  # a card, not the app user the CSMS started for
     assert snap(b)["offered_current_a"] == 32.0 and 7 not in b.svc.profiles
+
+
+# -- Current.Offered and Power.Offered ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("volts", "offered", "watts"),
+    [((230.0, 230.0, 230.0), 10.0, "6900.0"), ((230.0,), 16.0, "3680.0"), ((230.0,), None, "0.0")],
+)
+def test_power_offered_is_the_offered_current_on_the_phases_the_meter_sees(volts, offered, watts):
+    from chargerd.features import metering
+    from hal.interfaces import MeterSample
+
+    values = metering.sampled_values(
+        MeterSample(energy_wh=1.0, voltage_v=volts),
+        ["Current.Offered", "Power.Offered"],
+        context="Sample.Periodic",
+        offered_current_a=offered,
+    )
+    got = {v["measurand"]: (v["value"], v["unit"]) for v in values}
+    assert got == {"Current.Offered": (f"{offered or 0:.1f}", "A"), "Power.Offered": (watts, "W")}
