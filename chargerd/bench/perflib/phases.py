@@ -287,7 +287,7 @@ class Bench:
         with a 48-period daily profile; the profiles allow 80 A and are cleared afterwards."""
         now = self.csms.now()
         start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        periods = [{"startPeriod": i * 1800, "limit": 32.0 + i % 2} for i in range(48)]
+        periods = [{"startPeriod": i * 1800, "limit": 6.0 + (i * 7) % 24} for i in range(48)]
         fig = self.figs["resp_set_charging_profile"]
         for i in range(n):
             profile = {
