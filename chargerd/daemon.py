@@ -21,6 +21,7 @@ from pathlib import Path
 from chargerd import __version__
 from chargerd.clock import SystemClock
 from chargerd.config import Config, ConfigError, load_config
+from chargerd.privacy import Redactor
 
 log = logging.getLogger("chargerd")
 
@@ -28,13 +29,17 @@ log = logging.getLogger("chargerd")
 class Daemon:
     """Owns the tasks and the order of start and stop; services own the behaviour."""
 
-    def __init__(self, cfg: Config, *, config_path: Path | None = None) -> None:
+    def __init__(
+        self, cfg: Config, *, config_path: Path | None = None, redactor: Redactor | None = None
+    ) -> None:
         self.cfg = cfg
         self.config_path = config_path
+        self.redactor = redactor  # [logging] redact_id_tags: masks idTags in the frame log
         self.clock = SystemClock()
         self._tasks: list[asyncio.Task] = []
         self._stopping = asyncio.Event()
         self._restart_reason: str | None = None
+        self._died: str | None = None  # the task whose death stopped us: exit non-zero
         self.started_at = self.clock.monotonic()
 
     # -- build -------------------------------------------------------------------------
@@ -79,11 +84,12 @@ class Daemon:
         try:
             self.config.apply_initial(dict(cfg.ocpp))
         except ValueError as exc:
-            raise ConfigError(f"{self.config_path or 'configuration'}: {exc}") from exc
+            source = self.config_path or cfg.source
+            raise ConfigError(f"{source}: {exc}", path=Path(source)) from None
 
         self.hardware = await self._open_hardware()
 
-        self.frame_log = FrameLog(clock=self.clock)
+        self.frame_log = FrameLog(clock=self.clock, redactor=self.redactor)
         self.link = Link(
             url=cfg.csms.url,
             charge_point_id=cfg.station.charge_point_id,
@@ -246,6 +252,7 @@ class Daemon:
 
     async def run(self) -> int:
         from chargerd import sdnotify
+        from chargerd.features import retention
         from chargerd.link import (
             CallErrorReceived,
             CallResultInvalid,
@@ -273,6 +280,7 @@ class Daemon:
             "status": self.status.run(),
             "sampler": self.sampler.periodic.run(),
             "aligned": self.sampler.aligned_loop(),
+            "retention": retention.run(self.store, self.clock),  # idTags: 30 days
             "smart_charging": self.smart_charging.run(),
         }
         if self.hardware.reader is not None:
@@ -299,7 +307,8 @@ class Daemon:
         if self._restart_reason:
             log.warning("restarting chargerd (%s)", self._restart_reason)
             os.execv(sys.executable, [sys.executable, "-m", "chargerd.daemon", *sys.argv[1:]])
-        return 0
+        # A task that died is a failure: systemd must not record it as a clean stop.
+        return 1 if self._died else 0
 
     def _task_died(self, task: asyncio.Task) -> None:
         if task.cancelled() or self._stopping.is_set():
@@ -311,6 +320,7 @@ class Daemon:
             exc,
             exc_info=exc,
         )
+        self._died = task.get_name()
         self._stopping.set()
 
     async def request_restart(self, reason: str) -> None:
@@ -369,32 +379,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"chargerd {__version__}")
     args = parser.parse_args(argv)
     path = args.check_config or args.config
-    try:
-        cfg = load_config(path)
-    except ConfigError as exc:
-        print(f"chargerd: {exc}", file=sys.stderr)
-        return 2
-    if args.check_config:
-        try:
-            check_ocpp_keys(cfg)
-        except ValueError as exc:
-            print(f"chargerd: {path}: {exc}", file=sys.stderr)
-            return 2
-        print(f"{path}: configuration OK")
-        return 0
-    from chargerd.logs import setup_logging
+    from chargerd import startup
 
-    setup_logging(cfg.logging.level, log_file=cfg.paths.log_file)
+    def say(line: str) -> None:
+        print(line, file=sys.stderr)
+
+    # --check-config and the start run the same checks and print the same line.
+    status = startup.run_guarded(lambda: _preflight(path), stderr_print=say)
+    if status or args.check_config:
+        if not status:
+            print(f"{path}: configuration OK")
+        return status
+    return startup.run_guarded(lambda: _start(load_config(path), path), stderr_print=say)
+
+
+def _preflight(path: Path) -> int:
+    from chargerd.startup import check_environment
+
+    cfg = load_config(path)
+    try:
+        check_ocpp_keys(cfg)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}", path=path) from None
+    check_environment(cfg)
+    return 0
+
+
+def _start(cfg: Config, path: Path) -> int:
+    from chargerd.logs import setup_logging
+    from chargerd.startup import make_private
+
+    os.umask(0o077)  # idTags are personal data: state files 0600, directories 0700
+    redactor = Redactor() if cfg.logging.redact_id_tags else None
+    setup_logging(cfg.logging.level, log_file=cfg.paths.log_file, redactor=redactor)
+    make_private(cfg)
     # Libraries' own chatter (every websocket frame, every Modbus timeout) drowns what a
     # technician needs; our frame log and fault logs already say it once, better.
     for noisy in ("websockets", "pymodbus"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-    try:
-        return asyncio.run(Daemon(cfg, config_path=path).run())
-    except ConfigError as exc:
-        print(f"chargerd: {exc}", file=sys.stderr)
-        return 2
+    return asyncio.run(Daemon(cfg, config_path=path, redactor=redactor).run())
 
 
 if __name__ == "__main__":

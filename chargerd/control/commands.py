@@ -19,7 +19,7 @@ from hal.errors import HardwareError
 from hal.interfaces import IndicatorState
 
 if TYPE_CHECKING:
-    from chargerd.daemon import Daemon
+    from chargerd.control.view import DaemonView as Daemon  # not daemon.py: no import circle
     from chargerd.features.connectors import ConnectorRuntime
 
 
@@ -174,8 +174,11 @@ class Commands:
         key, value = args.get("key"), args.get("value")
         if not isinstance(key, str) or value is None:
             raise CommandUsageError("config.set needs a key and a value")
-        status = self.d.config.set(key, str(value))
-        return {"status": str(status)}
+        change = self.d.config.change(key, str(value), by="the technician (chargerctl)")
+        answer = {"status": str(change.status)}
+        if change.reason:
+            answer["reason"] = change.reason
+        return answer
 
     # -- self tests ---------------------------------------------------------------------------
 

@@ -129,7 +129,10 @@ class BootService:
         self.registration = status
         if status == "Accepted":
             if interval > 0:
-                self._config.set_internal("HeartbeatInterval", interval)
+                try:
+                    self._config.set_internal("HeartbeatInterval", interval)
+                except ValueError as exc:  # out of the key's bounds: keep the current one
+                    log.warning("heartbeat interval of the CSMS not used: %s", exc)
             self.registered.set()
             self._heartbeat_wake.set()
             log.info("registered with the CSMS (heartbeat every %ss)", interval or "?")
