@@ -42,7 +42,7 @@ from ocpp.v16.enums import (
 )
 
 from chargerd.clock import Clock, iso
-from chargerd.features.configuration import CSL, ConfigurationService, at_least
+from chargerd.features.configuration import CSL, ConfigurationService
 from chargerd.features.smart_charging.composite import (
     MIN_OFFER_A,
     Composite,
@@ -85,12 +85,19 @@ MAX_COMPOSITE_S = 2 * 86400
 
 def declare_smart_charging_keys(config: ConfigurationService) -> None:
     """The Smart Charging profile's keys (OCPP 1.6 §9.4), all read-only, and the profile itself."""
-    d = config.declare
-    d("ChargeProfileMaxStackLevel", 10, type=int, readonly=True, validator=at_least(0))
-    d("ChargingScheduleAllowedChargingRateUnit", "Current,Power", type=CSL, readonly=True)
-    d("ChargingScheduleMaxPeriods", 48, type=int, readonly=True, validator=at_least(1))
-    d("ConnectorSwitch3to1PhaseSupported", False, type=bool, readonly=True)
-    d("MaxChargingProfilesInstalled", 32, type=int, readonly=True, validator=at_least(1))
+    config.declare_int("ChargeProfileMaxStackLevel", 10, 0, 100, readonly=True)
+    config.declare_csl(
+        "ChargingScheduleAllowedChargingRateUnit",
+        "Current,Power",
+        allowed=("Current", "Power"),
+        max_items=2,
+        what="unit",
+        readonly=True,
+    )
+    config.declare_int("ChargingScheduleMaxPeriods", 48, 1, 1000, readonly=True)
+    # The pilot offers a current per phase; it cannot make an EV use fewer phases.
+    config.declare_bool("ConnectorSwitch3to1PhaseSupported", False, readonly=True)
+    config.declare_int("MaxChargingProfilesInstalled", 32, 1, 1000, readonly=True)
     profiles = config.get("SupportedFeatureProfiles")
     if "SmartCharging" not in profiles:
         config.set_internal("SupportedFeatureProfiles", CSL((*profiles, "SmartCharging")))
