@@ -25,6 +25,24 @@ from chargerd.privacy import Redactor
 
 log = logging.getLogger("chargerd")
 
+#: The optional profiles whose modules are wired below (SupportedFeatureProfiles).
+WIRED_PROFILES = ("Core", "LocalAuthListManagement", "Reservation", "RemoteTrigger")
+
+
+def declare_feature_keys(svc, *, connectors: int) -> None:
+    """Every feature's configuration keys, before the [ocpp] table is applied."""
+    from chargerd.features import local_list, metering, reservations
+    from chargerd.features.configuration import declare_core_keys
+
+    declare_core_keys(
+        svc,
+        connectors=connectors,
+        supported_measurands=metering.SUPPORTED_MEASURANDS,
+        feature_profiles=WIRED_PROFILES,
+    )
+    local_list.declare_keys(svc)
+    reservations.declare_keys(svc)
+
 
 class Daemon:
     """Owns the tasks and the order of start and stop; services own the behaviour."""
@@ -52,10 +70,12 @@ class Daemon:
         from chargerd.features.availability import AvailabilityService
         from chargerd.features.boot import BootService, Identity
         from chargerd.features.cards import CardService
-        from chargerd.features.configuration import ConfigurationService, declare_core_keys
+        from chargerd.features.configuration import ConfigurationService
         from chargerd.features.connectors import ConnectorRuntime, ConnectorSupervisor
+        from chargerd.features.local_list import LocalAuthList
         from chargerd.features.outbox import Outbox
         from chargerd.features.remote import RemoteService
+        from chargerd.features.reservations import ReservationService
         from chargerd.features.smart_charging import (
             Electrical,
             SmartChargingService,
@@ -63,6 +83,7 @@ class Daemon:
         )
         from chargerd.features.status_report import StatusPublisher
         from chargerd.features.transactions import TransactionService
+        from chargerd.features.trigger import TriggerService
         from chargerd.link import FrameLog, Link, LinkError
         from chargerd.store import Store
 
@@ -77,9 +98,7 @@ class Daemon:
 
         n = cfg.station.connectors
         self.config = ConfigurationService(self.store)
-        declare_core_keys(
-            self.config, connectors=n, supported_measurands=metering.SUPPORTED_MEASURANDS
-        )
+        declare_feature_keys(self.config, connectors=n)
         declare_smart_charging_keys(self.config)
         try:
             self.config.apply_initial(dict(cfg.ocpp))
@@ -102,7 +121,11 @@ class Daemon:
             ssl_context=self._ssl_context(),
         )
         self.cache = AuthorizationCache(self.store, self.clock, self.config)
-        self.authorizer = Authorizer(self.cache, self.link, self.config, self.clock)
+        self.local_list = LocalAuthList(self.store, self.config)
+        self.cache.in_local_list = self.local_list.contains
+        self.authorizer = Authorizer(
+            self.cache, self.link, self.config, self.clock, local_list=self.local_list.get
+        )
         self.outbox = Outbox(
             self.store,
             self.clock,
@@ -144,9 +167,16 @@ class Daemon:
             transactions=self.transactions,
             config=self.config,
             clock=self.clock,
-            report_status=self.status.report,
+            report_status=self._report_status,
             max_current_a=cfg.station.max_current_a,
             ventilated=cfg.station.ventilation,
+        )
+        self.reservations = ReservationService(
+            store=self.store,
+            clock=self.clock,
+            config=self.config,
+            supervisor=self.supervisor,
+            parent_of=lambda tag: self.local_list.get(tag) or self.cache.get(tag),
         )
         self.availability = AvailabilityService(store=self.store, supervisor=self.supervisor)
         self.availability.restore()
@@ -170,6 +200,16 @@ class Daemon:
             online=self.boot.online,
             restart=self.request_restart,
         )
+        self.trigger = TriggerService(
+            supervisor=self.supervisor,
+            config=self.config,
+            clock=self.clock,
+            call=self.link.call,
+            send_boot=self.boot.send_boot_notification,
+            send_heartbeat=self.boot.send_heartbeat,
+            station_status=lambda: self.supervisor.station_status(self._reader_faults()),
+            errors=(LinkError,),
+        )
         self.smart_charging = SmartChargingService(
             store=self.store,
             config=self.config,
@@ -182,6 +222,8 @@ class Daemon:
         self.remote.check_charging_profile = self.smart_charging.accept_remote_profile
         self.link.register(self.smart_charging)
         for feature in (self.config, self.cache, self.remote, self.availability):
+            self.link.register(feature)
+        for feature in (self.local_list, self.reservations, self.trigger):
             self.link.register(feature)
         self.link.add_connect_listener(self.boot.on_connect)
         self.link.add_disconnect_listener(self.boot.on_disconnect)
@@ -196,6 +238,10 @@ class Daemon:
             Path(cfg.paths.control_socket),
             **build_commands(self),
         )
+
+    def _report_status(self, connector_id: int, status: str, error_code: str) -> None:
+        self.status.report(connector_id, status, error_code)
+        self.reservations.connector_status(connector_id, status)
 
     async def _open_hardware(self):
         cfg = self.cfg
@@ -280,6 +326,7 @@ class Daemon:
             "status": self.status.run(),
             "sampler": self.sampler.periodic.run(),
             "aligned": self.sampler.aligned_loop(),
+            "reservations": self.reservations.run(),
             "retention": retention.run(self.store, self.clock),  # idTags: 30 days
             "smart_charging": self.smart_charging.run(),
         }
@@ -353,17 +400,12 @@ def check_ocpp_keys(cfg: Config) -> None:
     """Validate the [ocpp] table against the declared keys, without touching the state dir."""
     import tempfile
 
-    from chargerd.features import metering
-    from chargerd.features.configuration import ConfigurationService, declare_core_keys
+    from chargerd.features.configuration import ConfigurationService
     from chargerd.store import Store
 
     with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp) / "check.db") as store:
         svc = ConfigurationService(store)
-        declare_core_keys(
-            svc,
-            connectors=cfg.station.connectors,
-            supported_measurands=metering.SUPPORTED_MEASURANDS,
-        )
+        declare_feature_keys(svc, connectors=cfg.station.connectors)
         from chargerd.features.smart_charging import declare_smart_charging_keys
 
         declare_smart_charging_keys(svc)

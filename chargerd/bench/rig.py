@@ -51,6 +51,7 @@ class StationRig:
         mock: dict[str, Any] | None = None,
         extra_toml: str = "",
         env: dict[str, str] | None = None,
+        csms: dict[str, Any] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -71,6 +72,8 @@ class StationRig:
         self.extra_toml = extra_toml
         # Extra environment for the daemon, e.g. NOTIFY_SOCKET so a bench can see READY=1.
         self.env = dict(env or {})
+        # More [csms] keys, e.g. max_frame_bytes for a 10,000-entry SendLocalList.
+        self.csms_options = dict(csms or {})
         self.state_dir = self.workdir / "state"
         # unix socket paths are short-lived and limited to ~107 bytes
         self.socket = Path(f"/tmp/chargerd-rig-{os.getpid()}-{id(self):x}.sock")
@@ -91,6 +94,7 @@ class StationRig:
             "[csms]",
             f'url = "{self.csms_url}"',
             "security_profile = 0",
+            *(f"{k} = {_toml_value(v)}" for k, v in self.csms_options.items()),
             "",
             "[paths]",
             f'state_dir = "{self.state_dir}"',

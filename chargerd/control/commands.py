@@ -83,9 +83,15 @@ class Commands:
             else (conn.authorization.id_tag if conn.authorization else None),
             "operative": conn.operative,
             "faults": sorted(conn.faults),
+            "reservation": self._reservation_of(conn.id),
             **self._smart_charging_of(conn),
             "rcd_tripped": hw.rcd.tripped if hw.rcd is not None else None,
         }
+
+    def _reservation_of(self, connector_id: int) -> dict[str, Any] | None:
+        reservations = getattr(self.d, "reservations", None)
+        r = reservations.of_connector(connector_id) if reservations is not None else None
+        return r.to_json() if r is not None else None
 
     def _smart_charging_of(self, conn: ConnectorRuntime) -> dict[str, Any]:
         """limit_a / limit_source: the smart-charging limit in force and where it comes from."""
@@ -123,7 +129,22 @@ class Commands:
             "connectors": [self.connector_status(c) for c in d.supervisor.connectors.values()],
             "reader": {"faults": reader_faults, "last_card": d.cards.last_card},
             "faults": faults,
+            **self._reservations_and_list(),
         }
+
+    def _reservations_and_list(self) -> dict[str, Any]:
+        """Every reservation (connector 0 ones too) and the Local Auth List's version."""
+        d = self.d
+        out: dict[str, Any] = {}
+        if getattr(d, "reservations", None) is not None:
+            out["reservations"] = [r.to_json() for r in d.reservations.all()]
+        if getattr(d, "local_list", None) is not None:
+            out["local_list"] = {
+                "enabled": d.local_list.enabled,
+                "version": d.local_list.version(),
+                "entries": len(d.local_list),
+            }
+        return out
 
     def _meter_of(self, conn: ConnectorRuntime) -> dict:
         s = conn.sample
