@@ -24,6 +24,8 @@ FIGURES = {
     "resp_data_transfer",
     "resp_remote_start",
     "resp_trigger_message",
+    "resp_set_charging_profile",
+    "resp_get_composite_schedule",
     "remote_start_to_start_tx",
     "remote_stop_to_stop_tx",
     "card_to_authorize",
@@ -44,6 +46,9 @@ FIGURES = {
     "trigger_to_message",
     "local_list_full",
     "local_list_differential",
+    *(f"react_{t}{s}" for t in ("ev_error", "fault", "card", "remote") for s in ("", "_silent")),
+    "pilot_rate",
+    "pilot_rate_silent",
 }
 #: Figures a daemon may legitimately not offer (it answers NotSupported), reported as skipped.
 OPTIONAL = {"resp_trigger_message"}
@@ -52,6 +57,8 @@ TARGETED = {
     "resp_change_configuration",
     "resp_data_transfer",
     "resp_remote_start",
+    "resp_set_charging_profile",
+    "resp_get_composite_schedule",
     "remote_start_to_start_tx",
     "remote_stop_to_stop_tx",
     "start_to_boot",
