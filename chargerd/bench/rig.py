@@ -51,6 +51,7 @@ class StationRig:
         mock: dict[str, Any] | None = None,
         extra_toml: str = "",
         env: dict[str, str] | None = None,
+        csms: dict[str, Any] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -69,6 +70,8 @@ class StationRig:
         self.log_level = log_level
         self.mock = mock or {}
         self.extra_toml = extra_toml
+        # More [csms] keys: security_profile, basic_auth_password, ca_file...
+        self.csms = {"security_profile": 0, **(csms or {})}
         # Extra environment for the daemon, e.g. NOTIFY_SOCKET so a bench can see READY=1.
         self.env = dict(env or {})
         self.state_dir = self.workdir / "state"
@@ -90,7 +93,7 @@ class StationRig:
             "",
             "[csms]",
             f'url = "{self.csms_url}"',
-            "security_profile = 0",
+            *(f"{k} = {_toml_value(v)}" for k, v in self.csms.items()),
             "",
             "[paths]",
             f'state_dir = "{self.state_dir}"',
