@@ -37,6 +37,7 @@ from hal.config import (
     PilotConfig,
     ReaderConfig,
 )
+from hal.idtag import ID_TAG_FORMATS
 
 Scalar = str | int | bool | float
 T = TypeVar("T")
@@ -512,6 +513,7 @@ class _Loader:
             spi_device=t.integer("spi_device", d.spi_device, 0, 2),
             rst_pin=t.gpio("rst_pin", d.rst_pin),
             poll_interval_s=t.number("poll_interval_s", d.poll_interval_s, positive=True),
+            id_tag_format=t.string("id_tag_format", d.id_tag_format, choices=ID_TAG_FORMATS),
         )
         t.finish()
         return cfg

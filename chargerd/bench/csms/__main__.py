@@ -40,6 +40,8 @@ from chargerd.bench.csms.control import (
 from chargerd.bench.csms.csms import BenchCsms, FrameRecord
 from chargerd.clock import iso
 
+log = logging.getLogger("chargerd.bench.csms")
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 COMMANDS = ("serve", "call", "script", "stations", "set")
 
@@ -177,9 +179,11 @@ async def serve(args: argparse.Namespace, outputs: list[TextIO]) -> None:
     control = ControlServer(csms, args.control or default_control_path(port))
     await control.start()
     scheme = "wss" if tls else "ws"
-    auth = f", HTTP Basic for {', '.join(csms.basic_auth)}" if csms.basic_auth else ""
-    print(f"benchcsms listening on {scheme}://{args.host}:{port}/{auth}", flush=True)
-    print(f"benchcsms control socket {control.path}", flush=True)
+    # stdout: this banner (its last word is the URL), then one line per frame.
+    print(f"benchcsms listening on {scheme}://{args.host}:{port}/", flush=True)
+    log.info("control socket %s (for call, script, stations, set)", control.path)
+    if csms.basic_auth:
+        log.info("HTTP Basic credentials required for %s", ", ".join(sorted(csms.basic_auth)))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
