@@ -249,7 +249,8 @@ class StationRig:
         await self.ctl("sim.unplug", connector=n)
 
     async def card(self, uid: str) -> None:
-        await self.ctl("sim.card", uid=uid)
+        """Present a card and return at once (not waiting for what the station does)."""
+        await self.ctl("sim.card", uid=uid, wait=False)
 
     async def fault(self, name: str, on: bool, connector: int | None = None) -> None:
         await self.ctl("sim.fault", name=name, on=on, connector=connector)

@@ -83,7 +83,8 @@ async def _after_authorized(supervisor: Any, cid: int, id_tag: str, wait: float)
         tx = conn.tx
         if tx is not None and tx.id_tag.casefold() == id_tag.casefold():
             # Online, the CSMS's id follows within milliseconds; give it a moment.
-            while tx.transaction_id is None and loop.time() < deadline:
+            id_deadline = min(deadline, loop.time() + 1.0)
+            while tx.transaction_id is None and loop.time() < id_deadline:
                 await asyncio.sleep(0.02)
             return {
                 "outcome": "started",

@@ -116,6 +116,11 @@ async def test_call_sends_any_request_and_prints_the_answer(bench_process, drive
     assert out.returncode == 0
     assert json.loads(out.stdout)["configurationKey"][0]["key"] == "HeartbeatInterval"
 
+    out = await bench_process.run("set", "data_transfer_status", "Rejected")
+    assert out.returncode == 0
+    out = await bench_process.run("set", "heartbeat_interval", "soon")
+    assert out.returncode == 2 and "wrong type" in out.stderr
+
     out = await bench_process.run("call", "CP-NOBODY", "Reset", '{"type": "Soft"}')
     assert out.returncode == 1 and "CP-NOBODY is not connected" in out.stderr
     out = await bench_process.run("call", CP, "Reset", "{not json")
@@ -144,6 +149,10 @@ expect = { status = "Accepted" }
 [[step]]
 expect_message = "StopTransaction"
 match = { transactionId = "${tx}", reason = "Remote" }
+
+[[step]]
+call = "FancyVendorAction"
+expect_error = "NotImplemented"
 """
 
 
@@ -156,7 +165,7 @@ async def test_script_passes_and_a_failed_expectation_fails_the_run(
     good.write_text(SCRIPT)
     out = await bench_process.run("script", str(good))
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "4/4 steps passed" in out.stdout
+    assert "5/5 steps passed" in out.stdout
 
     bad = tmp_path / "bad.json"
     bad.write_text(
