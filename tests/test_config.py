@@ -386,3 +386,12 @@ def test_link_and_current_limits_have_defaults_and_can_be_set(tmp_path: Path) ->
 def test_limits_out_of_range_are_refused(tmp_path: Path, old: str, new: str, keypath: str):
     err = error_of(write(tmp_path, BENCH.replace(old, new)))
     assert keypath in str(err)
+
+
+def test_reader_id_tag_format(tmp_path: Path) -> None:
+    assert load_config(REPO / "etc" / "chargerd.toml").hardware.reader.id_tag_format == "hex"
+    text = PI + '\n[hardware.reader]\nid_tag_format = "hex_reversed"\n'
+    assert load_config(write(tmp_path, text)).hardware.reader.id_tag_format == "hex_reversed"
+    err = error_of(write(tmp_path, PI + '\n[hardware.reader]\nid_tag_format = "octal"\n'))
+    assert err.key == "hardware.reader.id_tag_format"
+    assert '"hex", "hex_reversed", "decimal"' in str(err)

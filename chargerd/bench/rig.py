@@ -250,7 +250,7 @@ class StationRig:
 
     async def card(self, uid: str) -> None:
         """Present a card and return at once (not waiting for what the station does)."""
-        await self.ctl("sim.card", uid=uid, wait=False)
+        await self.ctl("sim.card", uid=uid, await_outcome=False)
 
     async def fault(self, name: str, on: bool, connector: int | None = None) -> None:
         await self.ctl("sim.fault", name=name, on=on, connector=connector)

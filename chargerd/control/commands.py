@@ -298,7 +298,7 @@ class Commands:
             id_tag = normalize_presented(uid)
         except ValueError as exc:
             raise CommandRefused(str(exc)) from None
-        if args.get("wait") is False:  # fire and forget: rigs that time what follows the card
+        if args.get("await_outcome") is False:  # rigs that time what follows the card
             return {"done": True, "read": bool(sim.present_card(id_tag)), "id_tag": id_tag}
         return await card_outcome(self.d.cards, self.d.supervisor, sim, id_tag)
 

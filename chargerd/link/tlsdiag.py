@@ -14,6 +14,8 @@ import contextlib
 import ssl
 from urllib.parse import urlsplit
 
+from websockets.exceptions import InvalidMessage
+
 MIN_TLS = "TLS 1.2"
 _OLD_VERSIONS = ("SSLv3", "TLSv1", "TLSv1.1")
 _PROTOCOL_REASONS = (
@@ -27,6 +29,8 @@ _PROTOCOL_REASONS = (
 
 def is_handshake_failure(exc: BaseException) -> bool:
     """A failure that may come from the TLS layer rather than the network."""
+    if isinstance(exc, InvalidMessage) and isinstance(exc.__cause__, EOFError):
+        return True  # closed after the TLS handshake, before the HTTP answer
     return isinstance(exc, ssl.SSLError | ConnectionResetError | EOFError) and not isinstance(
         exc, ssl.SSLCertVerificationError
     )
@@ -74,5 +78,11 @@ async def describe_handshake_failure(url: str, exc: BaseException) -> str:
     version = await probe_version(host, port)
     if version in _OLD_VERSIONS:
         return _too_old_message(where, version)
+    if isinstance(exc, InvalidMessage):
+        return (
+            f"the CSMS at {where} closed the connection right after the TLS handshake, before "
+            "any HTTP answer: a CSMS that requires a client certificate (security profile 3) "
+            "does this when it gets none, or one it does not trust"
+        )
     what = type(exc).__name__ + (f": {exc}" if str(exc) else "")
     return f"TLS handshake with {where} failed ({what}); the server closed the connection"

@@ -12,7 +12,7 @@ import ssl
 
 import pytest
 
-from chargerd.bench.csms.certs import make_ca_and_server_cert
+from chargerd.bench.csms.certs import TestCa, make_ca_and_server_cert
 from chargerd.bench.csms.csms import BenchCsms
 from chargerd.bench.rig import StationRig
 
@@ -99,6 +99,60 @@ async def test_wss_refuses_a_server_the_ca_did_not_sign(tmp_path):
                 break
             await asyncio.sleep(0.1)
         assert "certificate verify failed" in rig.tail_log()
+        assert not csms.received
+    finally:
+        await rig.stop()
+        await csms.stop()
+
+
+async def test_wss_profile_3_with_a_client_certificate(tmp_path):
+    ca = TestCa(tmp_path)
+    cert, key = ca.issue("127.0.0.1", tmp_path / "server.pem", tmp_path / "server.key", server=True)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(str(cert), str(key))
+    tls.verify_mode = ssl.CERT_REQUIRED  # the CSMS wants the station's certificate
+    tls.load_verify_locations(cafile=str(ca.pem))
+    csms = BenchCsms()
+    await csms.start(ssl_context=tls)
+    rig = StationRig(
+        tmp_path / "station",
+        csms_url=csms.url,
+        charge_point_id=CP,
+        csms={"security_profile": 3, "ca_file": str(ca.pem)},
+    )
+    certs = rig.state_dir / "certs"
+    ca.issue(CP, certs / "charge_point.pem", certs / "charge_point.key", server=False)
+    try:
+        await rig.start()
+        await _registered(rig)
+    finally:
+        await rig.stop()
+        await csms.stop()
+
+
+async def test_wss_profile_3_without_a_client_certificate_is_refused(tmp_path):
+    ca = TestCa(tmp_path)
+    cert, key = ca.issue("127.0.0.1", tmp_path / "server.pem", tmp_path / "server.key", server=True)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(str(cert), str(key))
+    tls.verify_mode = ssl.CERT_REQUIRED
+    tls.load_verify_locations(cafile=str(ca.pem))
+    csms = BenchCsms()
+    await csms.start(ssl_context=tls)
+    rig = StationRig(
+        tmp_path / "station",
+        csms_url=csms.url,
+        charge_point_id=CP,
+        csms={"security_profile": 3, "ca_file": str(ca.pem)},
+    )
+    try:
+        await rig.start()
+        for _ in range(60):
+            if "cannot connect" in rig.tail_log():
+                break
+            await asyncio.sleep(0.1)
+        assert "needs a client certificate" in rig.tail_log()
+        assert "requires a client certificate (security profile 3)" in rig.tail_log()
         assert not csms.received
     finally:
         await rig.stop()

@@ -103,6 +103,12 @@ def serve_parser(prog: str = _PROG) -> argparse.ArgumentParser:
     p.add_argument("--cert", type=Path, help="serve wss:// with this PEM certificate (chain)")
     p.add_argument("--key", type=Path, help="the private key of --cert (PEM)")
     p.add_argument(
+        "--client-ca",
+        type=Path,
+        metavar="PEM",
+        help="with --cert: require a client certificate signed by this CA (security profile 3)",
+    )
+    p.add_argument(
         "--control",
         type=Path,
         metavar="PATH",
@@ -165,6 +171,9 @@ def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(str(args.cert), str(args.key) if args.key else None)
+    if args.client_ca is not None:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cafile=str(args.client_ca))
     return ctx
 
 
@@ -198,8 +207,8 @@ async def serve(args: argparse.Namespace, outputs: list[TextIO]) -> None:
 
 def main_serve(argv: list[str], prog: str = _PROG) -> int:
     args = serve_parser(prog).parse_args(argv)
-    if args.key is not None and args.cert is None:
-        print(f"{prog}: --key needs --cert", file=sys.stderr)
+    if (args.key is not None or args.client_ca is not None) and args.cert is None:
+        print(f"{prog}: --key and --client-ca need --cert", file=sys.stderr)
         return EXIT_USAGE
     outputs: list[TextIO] = [sys.stdout]
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
