@@ -232,6 +232,18 @@ def _dump(value: Any) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False))
 
 
+def _limit_lines(status: dict[str, Any]) -> list[str]:
+    """One line per connector with a smart-charging limit: its value and where it comes from."""
+    out = []
+    for c in _as_list(status.get("connectors")):
+        if isinstance(c, dict) and "limit_a" in c:
+            out.append(
+                f"limit connector {_text(c.get('id'))}: {_num(c.get('limit_a'), '.1f', ' A')}"
+                f" ({_text(c.get('limit_source'))})"
+            )
+    return out
+
+
 def format_status(status: dict[str, Any]) -> list[str]:
     """The human status: station line, one table row per connector, faults, OCPP link."""
     lines: list[str] = []
@@ -266,6 +278,7 @@ def format_status(status: dict[str, Any]) -> list[str]:
             ]
         )
     lines += _table(rows)
+    lines += _limit_lines(status)
 
     faults = []
     for f in _as_list(status.get("faults")):
@@ -529,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_meter)
 
     s = sub.add_parser("selftest", help="exercise one device and report each step")
-    s.add_argument("device", choices=["contactor", "lock", "led", "reader", "meter"])
+    s.add_argument("device", choices=["contactor", "lock", "led", "reader", "meter", "rcd"])
     s.add_argument("--connector", type=int, metavar="N")
     s.add_argument("--json", action="store_true", help="print the report as JSON")
     s.set_defaults(func=cmd_selftest)

@@ -35,6 +35,7 @@ from hal.config import (
     MeterBusConfig,
     MockConfig,
     PilotConfig,
+    RcdConfig,
     ReaderConfig,
 )
 from hal.idtag import ID_TAG_FORMATS
@@ -46,6 +47,7 @@ MAX_CONNECTORS = 8
 PIN_FACTORIES = ("lgpio", "rpigpio", "pigpio", "native", "mock")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 GPIO_RANGE = (0, 27)  # BCM numbers on the 40-pin header
+HARDWARE_PWM_PINS = (12, 13, 18, 19)  # the header pins a dtoverlay=pwm can route PWM to
 # SPI0 carries the RC522 (CE0) and the MCP3008 (CE1); these lines are not free GPIOs.
 SPI0_PINS = {7: "SPI0 CE1", 8: "SPI0 CE0", 9: "SPI0 MISO", 10: "SPI0 MOSI", 11: "SPI0 SCLK"}
 # OCPP-J appends the identity to the URL; the Security Whitepaper limits it to these.
@@ -75,6 +77,10 @@ class StationConfig:
     firmware_version: str = chargerd.__version__
     connectors: int = 1
     max_current_a: float = 32.0  # what the supply and the wiring allow per connector
+    # Smart charging converts limits in W to A with these: A = W / (V x phases).
+    nominal_voltage_v: float = 230.0
+    phases: int = 3
+    ventilation: bool = False  # the site is ventilated: an EV in state D may be charged
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,6 +415,9 @@ class _Loader:
             firmware_version=t.string("firmware_version", chargerd.__version__, max_len=50),
             connectors=t.integer("connectors", 1, 1, MAX_CONNECTORS),
             max_current_a=t.number("max_current_a", 32.0, lo=6.0, hi=80.0),
+            nominal_voltage_v=t.number("nominal_voltage_v", 230.0, lo=100.0, hi=480.0),
+            phases=t.integer("phases", 3, allowed=(1, 2, 3)),
+            ventilation=t.boolean("ventilation", False),
         )
         t.finish()
         return cfg
@@ -548,6 +557,7 @@ class _Loader:
             ),
             frequency_hz=t.number("frequency_hz", d.frequency_hz, lo=45.0, hi=65.0),
             lock=t.boolean("lock", d.lock),
+            rcd=t.boolean("rcd", d.rcd),
         )
         t.finish()
         return cfg
@@ -588,6 +598,16 @@ class _Loader:
             cp_offset_v=t.number("pilot_cp_offset_v", dp.cp_offset_v, lo=-15.0, hi=15.0),
             cp_span_v=t.number("pilot_cp_span_v", dp.cp_span_v, positive=True),
             pp_pullup_ohm=t.number("pilot_pp_pullup_ohm", dp.pp_pullup_ohm, positive=True),
+            pwm=t.string("pilot_pwm", dp.pwm, choices=("sysfs", "lgpio")),
+            pwm_chip=t.integer("pilot_pwm_chip", dp.pwm_chip, 0, 63),
+            pwm_channel=t.integer("pilot_pwm_channel", dp.pwm_channel, 0, 15),
+            pwm_sysfs_root=t.string(
+                "pilot_pwm_sysfs_root",
+                dp.pwm_sysfs_root,
+                pattern=re.compile(r"^/"),
+                expected='an absolute path such as "/sys/class/pwm"',
+            ),
+            debounce=t.integer("pilot_debounce", dp.debounce, 1, 10),
         )
         cfg = ConnectorConfig(
             contactor=contactor,
@@ -601,9 +621,26 @@ class _Loader:
                 expected='a meter model name such as "sdm630"',
             ),
             meter_unit_id=t.integer("meter_unit_id", 1, 1, 247),
+            rcd=self.rcd(t),
         )
         t.finish()
         return cfg
+
+    def rcd(self, t: _Table) -> RcdConfig:
+        """The residual-current monitor's keys of one [[hardware.connector]] (rcd_*)."""
+        d = RcdConfig()
+        fault_pin = t.gpio("rcd_fault_pin", d.fault_pin, none_ok=True)
+        test_pin = t.gpio("rcd_test_pin", d.test_pin, none_ok=True)
+        if fault_pin is None and test_pin is not None:
+            raise t.fail("rcd_test_pin", test_pin, '"none" without an rcd_fault_pin')
+        return RcdConfig(
+            fault_pin=fault_pin,
+            fault_active_high=t.boolean("rcd_fault_active_high", d.fault_active_high),
+            test_pin=test_pin,
+            test_active_high=t.boolean("rcd_test_active_high", d.test_active_high),
+            trip_time_s=t.number("rcd_trip_time_s", d.trip_time_s, lo=0.001, hi=2.0),
+            release_s=t.number("rcd_release_s", d.release_s, lo=0.01, hi=10.0),
+        )
 
     def check_pins(
         self, conns: tuple[ConnectorConfig, ...], reader: ReaderConfig, tables: list[_Table]
@@ -613,6 +650,7 @@ class _Loader:
         if reader.kind == "rc522":
             owner[reader.rst_pin] = "hardware.reader.rst_pin"
         channels: dict[tuple[int, int], str] = {}
+        pwms: dict[tuple[int, int], str] = {}
         units: dict[int, str] = {}
         for conn, t in zip(conns, tables, strict=True):
             uses: list[tuple[str, int | None]] = [
@@ -622,6 +660,8 @@ class _Loader:
                 ("lock_sense_pin", conn.lock.sense_pin if conn.lock.kind != "none" else None),
                 *(("led_pins", p) for p in conn.led.pins),
                 ("pilot_pwm_pin", conn.pilot.pwm_pin),
+                ("rcd_fault_pin", conn.rcd.fault_pin),
+                ("rcd_test_pin", conn.rcd.test_pin),
             ]
             for key, pin in uses:
                 if pin is None:
@@ -649,6 +689,22 @@ class _Loader:
                 if slot in channels:
                     raise t.fail(key, ch, f"a free ADC channel (already {channels[slot]})")
                 channels[slot] = t.keypath(key)
+            if conn.pilot.pwm == "sysfs":
+                if conn.pilot.pwm_pin not in HARDWARE_PWM_PINS:
+                    raise t.fail(
+                        "pilot_pwm_pin",
+                        conn.pilot.pwm_pin,
+                        'a pin with hardware PWM (12, 13, 18 or 19) with pilot_pwm = "sysfs"',
+                    )
+                pwm = (conn.pilot.pwm_chip, conn.pilot.pwm_channel)
+                if pwm in pwms:
+                    raise t.fail(
+                        "pilot_pwm_channel",
+                        pwm[1],
+                        f"a PWM channel of its own (pwmchip{pwm[0]} channel {pwm[1]} is "
+                        f"already {pwms[pwm]})",
+                    )
+                pwms[pwm] = t.keypath("pilot_pwm_channel")
             if conn.meter_unit_id in units:
                 raise t.fail(
                     "meter_unit_id",

@@ -52,6 +52,11 @@ class Daemon:
         from chargerd.features.outbox import Outbox
         from chargerd.features.powerloss import max_power_w as metering_max_power_w
         from chargerd.features.remote import RemoteService
+        from chargerd.features.smart_charging import (
+            Electrical,
+            SmartChargingService,
+            declare_smart_charging_keys,
+        )
         from chargerd.features.status_report import StatusPublisher
         from chargerd.features.transactions import TransactionService
         from chargerd.link import FrameLog, Link, LinkError
@@ -71,6 +76,7 @@ class Daemon:
         declare_core_keys(
             self.config, connectors=n, supported_measurands=metering.SUPPORTED_MEASURANDS
         )
+        declare_smart_charging_keys(self.config)
         try:
             self.config.apply_initial(dict(cfg.ocpp))
         except ValueError as exc:
@@ -135,6 +141,7 @@ class Daemon:
             clock=self.clock,
             report_status=self.status.report,
             max_current_a=cfg.station.max_current_a,
+            ventilated=cfg.station.ventilation,
         )
         self.availability = AvailabilityService(store=self.store, supervisor=self.supervisor)
         self.availability.restore()
@@ -158,6 +165,17 @@ class Daemon:
             online=self.boot.online,
             restart=self.request_restart,
         )
+        self.smart_charging = SmartChargingService(
+            store=self.store,
+            config=self.config,
+            clock=self.clock,
+            supervisor=self.supervisor,
+            elec=Electrical(cfg.station.nominal_voltage_v, cfg.station.phases),
+            station_max_a=cfg.station.max_current_a,
+        )
+        self.supervisor.limit_for = self.smart_charging.limit_for
+        self.remote.check_charging_profile = self.smart_charging.accept_remote_profile
+        self.link.register(self.smart_charging)
         for feature in (self.config, self.cache, self.remote, self.availability):
             self.link.register(feature)
         self.link.add_connect_listener(self.boot.on_connect)
@@ -259,6 +277,7 @@ class Daemon:
             "status": self.status.run(),
             "sampler": self.sampler.periodic.run(),
             "aligned": self.sampler.aligned_loop(),
+            "smart_charging": self.smart_charging.run(),
         }
         if self.hardware.reader is not None:
             jobs["cards"] = self.cards.run(self.hardware.reader)
@@ -339,6 +358,9 @@ def check_ocpp_keys(cfg: Config) -> None:
             connectors=cfg.station.connectors,
             supported_measurands=metering.SUPPORTED_MEASURANDS,
         )
+        from chargerd.features.smart_charging import declare_smart_charging_keys
+
+        declare_smart_charging_keys(svc)
         svc.apply_initial(dict(cfg.ocpp))
 
 

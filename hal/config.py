@@ -32,6 +32,18 @@ class LockConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RcdConfig:
+    """A residual-current monitor: fault output (and test input) on GPIOs; none by default."""
+
+    fault_pin: int | None = None  # the module's fault output; None: no monitor wired
+    fault_active_high: bool = True  # the level that means "tripped"
+    test_pin: int | None = None  # the module's test input, if it has one
+    test_active_high: bool = True
+    trip_time_s: float = 0.1  # the module's spec: test input to fault output at the latest
+    release_s: float = 0.5  # time the fault output may take to release after a test
+
+
+@dataclass(frozen=True, slots=True)
 class LedConfig:
     kind: Literal["none", "rgb", "single"] = "rgb"
     pins: tuple[int, ...] = (5, 6, 13)  # rgb: red, green, blue; single: one pin
@@ -50,6 +62,15 @@ class PilotConfig:
     cp_span_v: float = 24.0
     # PP: the cable's resistor against a pull-up to the ADC reference
     pp_pullup_ohm: float = 1000.0
+    # Where the 1 kHz PWM comes from: "sysfs" = the kernel's hardware PWM
+    # (/sys/class/pwm/pwmchip<pwm_chip>/pwm<pwm_channel>, needs a dtoverlay=pwm line in
+    # config.txt); "lgpio" = gpiozero's software PWM on pwm_pin, an explicit fallback
+    # (whole-percent duty, timing shared with every other thread).
+    pwm: Literal["sysfs", "lgpio"] = "sysfs"
+    pwm_chip: int = 0
+    pwm_channel: int = 0  # GPIO18: channel 0 of PWM0 on a Pi 3/4, channel 2 of RP1 PWM0 on a Pi 5
+    pwm_sysfs_root: str = "/sys/class/pwm"
+    debounce: int = 3  # agreeing CP readings (bursts) before a new EV state is accepted
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +105,7 @@ class ConnectorConfig:
     pilot: PilotConfig = field(default_factory=PilotConfig)
     meter_model: str = "sdm630"
     meter_unit_id: int = 1
+    rcd: RcdConfig = field(default_factory=RcdConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +118,7 @@ class MockConfig:
     cable_capacity_a: int = 32
     frequency_hz: float = 50.0
     lock: bool = True  # socket outlet with a lock (False: tethered cable)
+    rcd: bool = True  # a residual-current monitor with a test input on every connector
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,10 @@ class PilotError(HardwareError, OSError):
     fault = Fault.PILOT_FAILURE
 
 
+class RcdError(HardwareError, RuntimeError):
+    fault = Fault.RCD_FAILURE
+
+
 class HardwareConfigError(HardwareError, ValueError):
     """A hardware configuration that cannot work (unknown meter model, pin clash...)."""
 

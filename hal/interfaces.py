@@ -14,7 +14,7 @@ daemon's status machine can be a pure function of a snapshot.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -29,6 +29,9 @@ class Fault(enum.StrEnum):
     METER_FAILURE = "meter_failure"
     EV_ERROR = "ev_error"  # pilot state E or F, or a diode failure
     PILOT_FAILURE = "pilot_failure"  # the CP voltage cannot be read
+    RCD_TRIPPED = "rcd_tripped"  # the residual-current monitor saw a fault current
+    RCD_FAILURE = "rcd_failure"  # the residual-current monitor failed its self-test
+    VENTILATION_REQUIRED = "ventilation_required"  # EV in state D at a site without ventilation
 
 
 class EvState(enum.StrEnum):
@@ -186,6 +189,40 @@ class Pilot(Protocol):
     def faults(self) -> frozenset[Fault]: ...
 
 
+@runtime_checkable
+class ResidualCurrentMonitor(Protocol):
+    """A residual-current monitor (e.g. a 6 mA DC detection module) on one connector's supply.
+
+    The station's assembly wires its trip straight to the contactor
+    (``on_trip``, called synchronously from whatever thread saw the fault
+    output), so that the coil drops before any await; the daemon learns of it
+    through ``faults()``.
+    """
+
+    @property
+    def tripped(self) -> bool:
+        """The fault output is (or was, until it released) active."""
+        ...
+
+    @property
+    def can_self_test(self) -> bool:
+        """The module has a test input wired."""
+        ...
+
+    def on_trip(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` at every trip, synchronously, from any thread."""
+        ...
+
+    async def self_test(self) -> None:
+        """Drive the test input, expect the fault output within the module's time, release.
+
+        Raises RcdError (and RCD_FAILURE stands) when it does not trip or release.
+        """
+        ...
+
+    def faults(self) -> frozenset[Fault]: ...
+
+
 @dataclass
 class ConnectorHardware:
     """The devices of one connector."""
@@ -195,6 +232,7 @@ class ConnectorHardware:
     meter: EnergyMeter
     pilot: Pilot
     indicator: Indicator
+    rcd: ResidualCurrentMonitor | None = None
 
 
 @dataclass

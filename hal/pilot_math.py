@@ -12,9 +12,12 @@ smoothing here, so a reading right on a threshold always gives the same answer.
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 from hal.errors import PilotError
 from hal.interfaces import EvState
+
+T = TypeVar("T")
 
 MIN_CURRENT_A = 6.0
 MAX_CURRENT_A = 80.0
@@ -130,3 +133,110 @@ def cable_capacity_for_resistance(ohm: float | None) -> int | None:
         if ohm >= lower_edge:
             return amps
     raise PilotError(f"proximity pilot reads {ohm} Ohm: shorted or not a cable coding")
+
+
+# --- judging a burst of CP readings -------------------------------------------------------
+
+# Where a healthy line's high level can be: the standard's ranges (nominal +/- 1 V) widened
+# by 0.25 V for the front end's tolerance and the noise a burst's maximum picks up.  A
+# positive level outside all of them (above 13.25 V, or between two of them) is no EV
+# state: the front end, its supply or the ADC reference is broken.
+HIGH_BANDS: tuple[tuple[float, float, EvState], ...] = (
+    (10.75, 13.25, EvState.A),
+    (7.75, 10.25, EvState.B),
+    (4.75, 7.25, EvState.C),
+    (1.75, 4.25, EvState.D),
+)
+E_BAND_V = 1.5  # |high| up to this: CP shorted to PE (0 V)
+NO_NEGATIVE_V = -1.5  # a low side above this never swung negative
+
+
+def cp_state(cp_high_v: float, cp_low_v: float | None = None) -> EvState | None:
+    """The EV state a burst shows, or None when the line is implausible (a pilot failure).
+
+    ``cp_high_v`` is the highest reading of the burst, ``cp_low_v`` the lowest, given
+    only while the PWM runs and the burst can have seen the low side.  Unlike
+    ``state_for_voltage`` (contiguous bands), this judges plausibility:
+
+    - a positive high level outside every band of ``HIGH_BANDS`` is None;
+    - a high level within +/-1.5 V is E (CP shorted to PE), below -1.5 V is F;
+    - with the PWM running and the high level in A..D, a low side that never went
+      below -1.5 V is None (the generator's -12 V is gone: no EV can cause that),
+      a low side between -10.5 V and -1.5 V is F (the EV's diode is shorted).
+    NaN is None.
+    """
+    if math.isnan(cp_high_v) or (cp_low_v is not None and math.isnan(cp_low_v)):
+        return None
+    if cp_high_v < -E_BAND_V:
+        return EvState.F
+    if cp_high_v <= E_BAND_V:
+        return EvState.E
+    state = next((s for lo, hi, s in HIGH_BANDS if lo <= cp_high_v <= hi), None)
+    if state is None:
+        return None
+    if cp_low_v is None or cp_low_v <= DIODE_LOW_MAX_V:
+        return state
+    if cp_low_v >= NO_NEGATIVE_V:
+        return None
+    return EvState.F
+
+
+def adc_stuck(raws: list[int] | tuple[int, ...], *, pwm_running: bool, full_scale: int) -> bool:
+    """Every reading at one rail: an ADC that answers without converting.
+
+    All zeros is never a healthy line (the generator drives +12 V or a square
+    wave, and no EV pulls the line to -12 V).  All full-scale readings are a
+    healthy steady +12 V when the front end maps 12 V onto full scale, so they
+    count as stuck only while the PWM runs (a running PWM must show its low
+    side).
+    """
+    if not raws:
+        return False
+    first = raws[0]
+    if first not in (0, full_scale) or any(r != first for r in raws):
+        return False
+    return first == 0 or pwm_running
+
+
+def dense_run_needed_s(duty: float, period_s: float) -> tuple[float, float]:
+    """How to sample a PWM so that its high plateau is surely seen.
+
+    Returns (run_s, max_gap_s): a run of readings at most ``max_gap_s`` apart
+    lasting ``run_s`` contains a reading inside a complete high pulse.  A
+    window one period long can cut the pulse in two halves that both slip
+    between readings; a period plus the pulse cannot.  The gap is 85 % of the
+    pulse, leaving the rest for the edges' slew.  A steady line (duty 0 or 1)
+    needs no run.
+    """
+    if duty <= 0.0 or duty >= 1.0:
+        return 0.0, math.inf
+    high_s = duty * period_s
+    return period_s + high_s, 0.85 * high_s
+
+
+def debounce_step(
+    accepted: T, candidate: T | None, count: int, reading: T, n: int
+) -> tuple[T, T | None, int]:
+    """One reading through the debounce: (accepted, candidate, agreeing count) after it.
+
+    A reading equal to the accepted state forgets any candidate; a new value
+    becomes the candidate; the candidate is accepted at its ``n``-th agreeing
+    reading in a row.  With ``n`` = 1 every reading is accepted at once.
+    """
+    if n < 1:
+        raise ValueError("n must be at least 1")
+    if reading == accepted:
+        return accepted, None, 0
+    count = count + 1 if reading == candidate else 1
+    if count >= n:
+        return reading, None, 0
+    return accepted, reading, count
+
+
+def debounce(accepted: T, readings: list[T], n: int) -> T:
+    """The accepted state after ``readings`` (oldest first); see ``debounce_step``."""
+    candidate: T | None = None
+    count = 0
+    for reading in readings:
+        accepted, candidate, count = debounce_step(accepted, candidate, count, reading, n)
+    return accepted

@@ -395,3 +395,48 @@ def test_reader_id_tag_format(tmp_path: Path) -> None:
     err = error_of(write(tmp_path, PI + '\n[hardware.reader]\nid_tag_format = "octal"\n'))
     assert err.key == "hardware.reader.id_tag_format"
     assert '"hex", "hex_reversed", "decimal"' in str(err)
+
+
+def test_smart_charging_electrical_keys(tmp_path: Path) -> None:
+    """nominal_voltage_v and phases convert W limits to A; defaults 230 V, 3 phases."""
+    cfg = load_config(write(tmp_path, BENCH))
+    assert (cfg.station.nominal_voltage_v, cfg.station.phases) == (230.0, 3)
+    text = BENCH.replace("connectors = 2", "connectors = 2\nnominal_voltage_v = 120\nphases = 1")
+    cfg = load_config(write(tmp_path, text))
+    assert (cfg.station.nominal_voltage_v, cfg.station.phases) == (120.0, 1)
+    err = error_of(write(tmp_path, BENCH.replace("connectors = 2", "connectors = 2\nphases = 4")))
+    assert err.key == "station.phases"
+
+
+def test_residual_current_monitor_and_ventilation_keys(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, PI))
+    assert cfg.hardware.connectors[0].rcd.fault_pin is None  # optional: none by default
+    assert cfg.station.ventilation is False
+    text = PI.replace('model = "m"', 'model = "m"\nventilation = true') + (
+        "rcd_fault_pin = 4\nrcd_test_pin = 26\nrcd_fault_active_high = false\n"
+        "rcd_trip_time_s = 0.05\n"
+    )
+    cfg = load_config(write(tmp_path, text))
+    rcd = cfg.hardware.connectors[0].rcd
+    assert (rcd.fault_pin, rcd.test_pin, rcd.fault_active_high, rcd.trip_time_s) == (
+        4,
+        26,
+        False,
+        0.05,
+    )
+    assert cfg.station.ventilation is True
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "expected"),
+    [
+        ("rcd_fault_pin = 17\n", "rcd_fault_pin", "GPIO 17 is already"),
+        ("rcd_fault_pin = 4\nrcd_test_pin = 4\n", "rcd_test_pin", "GPIO 4 is already"),
+        ("rcd_test_pin = 26\n", "rcd_test_pin", "without an rcd_fault_pin"),
+        ("rcd_fault_pin = 4\nrcd_trip_time_s = 0\n", "rcd_trip_time_s", "from 0.001 to 2"),
+    ],
+)
+def test_residual_current_monitor_mistakes(tmp_path: Path, extra: str, key: str, expected: str):
+    err = error_of(write(tmp_path, PI + extra))
+    assert err.key == f"hardware.connector[1].{key}"
+    assert expected in str(err)

@@ -52,6 +52,8 @@ HEADLINE = (
     "transactions refused on a full disk",
     "charges stopped on a full disk",
     "meter register behind after a kill (mock persists 1/s)",
+    "charging profiles sent",
+    "offered currents checked against the profiles",
 )
 
 

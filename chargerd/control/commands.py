@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from chargerd.control.card_outcome import card_outcome
 from chargerd.control.server import CommandRefused, CommandUsageError, NotFound
+from chargerd.features import protection
 from chargerd.features.metering import displayed_power_w
 from hal.errors import HardwareError
 from hal.idtag import normalize_presented
@@ -85,7 +86,16 @@ class Commands:
             else (conn.authorization.id_tag if conn.authorization else None),
             "operative": conn.operative,
             "faults": sorted(conn.faults),
+            **self._smart_charging_of(conn),
+            "rcd_tripped": hw.rcd.tripped if hw.rcd is not None else None,
         }
+
+    def _smart_charging_of(self, conn: ConnectorRuntime) -> dict[str, Any]:
+        """limit_a / limit_source: the smart-charging limit in force and where it comes from."""
+        service = getattr(self.d, "smart_charging", None)
+        if service is None:
+            return {}
+        return service.status_fields(conn.id)
 
     async def status(self, args: dict) -> dict:
         d = self.d
@@ -174,8 +184,10 @@ class Commands:
 
     async def selftest(self, args: dict) -> dict:
         device = args.get("device")
-        if device not in ("contactor", "lock", "led", "reader", "meter"):
-            raise CommandUsageError("device must be one of contactor, lock, led, reader, meter")
+        if device not in ("contactor", "lock", "led", "reader", "meter", "rcd"):
+            raise CommandUsageError(
+                "device must be one of contactor, lock, led, reader, meter, rcd"
+            )
         if device == "reader":
             return await self._selftest_reader()
         conns = (
@@ -252,6 +264,10 @@ class Commands:
             return f"{s.energy_wh:.0f} Wh, {s.power_w or 0:.0f} W, {s.phases} phase(s)"
 
         await self._step(steps, f"connector {conn.id}: read meter", read())
+
+    async def _selftest_rcd(self, conn, steps) -> None:
+        # Its test trips it, and a trip drops the contactor: only ever on an idle connector.
+        steps.append(await protection.rcd_selftest_step(conn))
 
     async def _selftest_reader(self) -> dict:
         reader = self.d.hardware.reader

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from chargerd.clock import Clock
+from chargerd.features import protection
 from chargerd.features import status as status_machine
 from chargerd.features.authz import same_id_tag
 from chargerd.features.transactions import ActiveTx, TransactionRefused, TransactionService
@@ -39,12 +40,16 @@ UNSAFE_FAULTS = frozenset(
         Fault.EV_ERROR,
         Fault.PILOT_FAILURE,
         Fault.LOCK_FAILURE,
+        Fault.RCD_TRIPPED,
+        Fault.RCD_FAILURE,
+        Fault.VENTILATION_REQUIRED,
     }
 )
 
 #: Faults of the station's own equipment that end a running transaction.  An EV in
-#: state E/F only suspends it (SuspendedEV): the contactor opens, the session stays.
-STOP_FAULTS = UNSAFE_FAULTS - {Fault.EV_ERROR}
+#: state E/F only suspends it (SuspendedEV): the contactor opens, the session stays;
+#: so does an EV asking for ventilation where there is none (SuspendedEVSE).
+STOP_FAULTS = UNSAFE_FAULTS - {Fault.EV_ERROR, Fault.VENTILATION_REQUIRED}
 
 #: Stop reasons after which the plug is released for the driver to take it.  Not
 #: DeAuthorized: OCPP 1.6 §4.8 keeps the cable locked until its owner's card comes back.
@@ -96,6 +101,7 @@ class ConnectorRuntime:
     # A stop the store could not record (full disk): (reason, id_tag), retried each second.
     stop_pending: tuple[str, str | None] | None = None
     stop_retry_at: float = 0.0
+    rcd_tested_for: int | None = None  # the transaction whose RCD self-test passed
 
     @property
     def in_use(self) -> bool:
@@ -116,6 +122,7 @@ class ConnectorSupervisor:
         max_current_a: float = 32.0,
         poll_s: float = 0.05,
         meter_poll_s: float = 1.0,
+        ventilated: bool = False,
     ) -> None:
         self.connectors = {c.id: c for c in connectors}
         self.transactions = transactions
@@ -129,6 +136,9 @@ class ConnectorSupervisor:
         self.station_operative = True
         self.on_idle: list[Callable[[], Awaitable[None] | None]] = []
         self._background: set[asyncio.Task] = set()  # the loop keeps only weak references
+        # Smart charging's limit in force for a connector (A), asked at each offer; None: none.
+        self.limit_for: Callable[[int], float] | None = None
+        self.ventilated = ventilated  # [station] ventilation: state D may be given energy
         transactions.connectors = self.connectors
         transactions.set_deauthorize(self._on_invalid_id)
 
@@ -139,6 +149,12 @@ class ConnectorSupervisor:
     # -- the loop --------------------------------------------------------------------
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for conn in self.connectors.values():
+            if conn.hw.rcd is not None:
+                # The trip itself opened the contactor (hal/); this only wakes the pass
+                # that ends the transaction and reports the fault.
+                conn.hw.rcd.on_trip(lambda: loop.call_soon_threadsafe(self.poke))
         while True:
             # Cleared before the pass, so that a poke during it (a PWM just offered, a
             # command) runs the next pass at once instead of after the poll interval.
@@ -170,6 +186,8 @@ class ConnectorSupervisor:
                 | hw.pilot.faults()
                 | hw.indicator.faults()
                 | (hw.lock.faults() if hw.lock is not None else frozenset())
+                | (hw.rcd.faults() if hw.rcd is not None else frozenset())
+                | protection.ventilation_faults(ev, self.ventilated)
             )
             conn.faults = frozenset(faults)
             prev, conn.ev_state = conn.ev_state, ev
@@ -275,6 +293,8 @@ class ConnectorSupervisor:
             and not (conn.faults & UNSAFE_FAULTS)
         )
         if want and not hw.contactor.closed:
+            if not await protection.rcd_ready(conn):
+                return
             conn.sample_at = -1e9  # the power changes now: read the meter on the next pass
             try:
                 await hw.contactor.close()
@@ -311,6 +331,8 @@ class ConnectorSupervisor:
         amps = self.max_current_a
         if cable_a is not None:
             amps = min(amps, float(cable_a))
+        if self.limit_for is not None:
+            amps = min(amps, self.limit_for(conn.id))
         return amps
 
     async def _start(self, conn: ConnectorRuntime) -> bool:
@@ -351,8 +373,18 @@ class ConnectorSupervisor:
             cable = await conn.hw.pilot.cable_capacity_a()
         except HardwareError:
             cable = None
-        conn.hw.pilot.set_offered_current(self.offered_current(conn, cable))
+        amps = self.offered_current(conn, cable)
+        # Below 6 A the pilot cannot signal a current: no PWM, the EV pauses (SuspendedEVSE).
+        conn.hw.pilot.set_offered_current(amps if amps >= 6.0 else None)
         self.poke()  # the EV answers the PWM with state C: look again at once
+
+    async def reoffer(self, conn: ConnectorRuntime) -> None:
+        """Offer again after the limit in force changed (smart charging), if a transaction runs."""
+        async with conn.busy:
+            if conn.tx is not None and conn.stop_pending is None:
+                await self._offer(conn)
+                await self._drive_contactor(conn)  # a paused EV: the contactor opens now
+        self._update_status(conn)
 
     async def stop(self, conn: ConnectorRuntime, reason: str, *, id_tag: str | None = None) -> None:
         """Stop a running transaction (card, remote, reset, unlock...)."""
@@ -421,6 +453,13 @@ class ConnectorSupervisor:
 
     async def _unlock(self, conn: ConnectorRuntime) -> bool:
         if conn.hw.lock is None:
+            return False
+        refusal = protection.unlock_refusal(
+            contactor_closed=conn.hw.contactor.closed,
+            contactor_faults=conn.hw.contactor.faults(),
+        )
+        if refusal is not None:
+            log.error("connector %d: cable kept locked: %s", conn.id, refusal)
             return False
         try:
             await conn.hw.lock.unlock()

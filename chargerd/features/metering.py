@@ -25,11 +25,12 @@ POWER = "Power.Active.Import"
 CURRENT = "Current.Import"
 VOLTAGE = "Voltage"
 OFFERED = "Current.Offered"
+POWER_OFFERED = "Power.Offered"
 FREQUENCY = "Frequency"
 
 #: What our meters can deliver; a measurand list naming anything else is Rejected.
 SUPPORTED_MEASURANDS = frozenset(
-    {ENERGY, ENERGY_INTERVAL, POWER, CURRENT, VOLTAGE, OFFERED, FREQUENCY}
+    {ENERGY, ENERGY_INTERVAL, POWER, CURRENT, VOLTAGE, OFFERED, POWER_OFFERED, FREQUENCY}
 )
 
 #: Below this current on every phase, no energy flows (the status shows 0 W).
@@ -114,6 +115,10 @@ def sampled_values(
                     add(VOLTAGE, _fmt(volts), "V", f"{phase}-N")
         elif m == OFFERED:
             add(OFFERED, _fmt(offered_current_a or 0.0), "A")
+        elif m == POWER_OFFERED:
+            # The offered current on each phase the meter sees a voltage on (the limit in force).
+            volts = sum(v for v in sample.voltage_v if v is not None)
+            add(POWER_OFFERED, _fmt((offered_current_a or 0.0) * volts), "W")
         elif m == FREQUENCY and sample.frequency_hz is not None:
             # The 1.6 schema has no unit for frequency; Hz is implied.
             item = {

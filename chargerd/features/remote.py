@@ -51,6 +51,8 @@ class RemoteService:
         # the order the CSMS asked (AuthorizeRemoteTxRequests=true).
         self._pending_remote: dict[str, deque[int]] = {}
         self._accepted_stops: set[int] = set()  # RemoteStopTransaction answered Accepted
+        # Smart charging: judges (and keeps) the TxProfile a remote start carries; False rejects.
+        self.check_charging_profile: Callable[[int, dict], bool] | None = None
 
     # -- RemoteStartTransaction ---------------------------------------------------------
 
@@ -73,6 +75,11 @@ class RemoteService:
         conn = self._sup.first_free(connector_id)
         if conn is None or conn.authorization is not None:
             log.info("RemoteStartTransaction for %s rejected: no free connector", id_tag)
+            return call_result.RemoteStartTransaction(status=RemoteStartStopStatus.rejected)
+        if charging_profile is not None and not (
+            self.check_charging_profile is not None
+            and self.check_charging_profile(conn.id, charging_profile)
+        ):
             return call_result.RemoteStartTransaction(status=RemoteStartStopStatus.rejected)
         # Claim the connector now, before the answer goes out, so that a second
         # RemoteStart (or a card) arriving in the same instant does not get it too.

@@ -23,6 +23,10 @@ Faults and their OCPP error codes (:data:`FAULT_TABLE`):
   still work) and an EV in pilot state E/F (EVCommunicationError; the
   specification says explicitly that this is not a reason for Faulted, the
   transaction shows SuspendedEV).
+- A residual-current monitor that tripped is Faulted / GroundFailure, one that
+  failed its self-test Faulted / OtherError; an EV in state D at a site without
+  ventilation gets no energy (SuspendedEVSE) with OtherError
+  (chargerd.features.protection).
 - With several faults, the first one in :data:`FAULT_TABLE` names the code.
 
 :class:`StatusReporter` decides *when* a derived status is sent, applying
@@ -43,11 +47,14 @@ ErrorCode = ChargePointErrorCode
 
 #: Fault -> (error code, puts the connector in Faulted).  Order is priority.
 FAULT_TABLE: dict[Fault, tuple[ChargePointErrorCode, bool]] = {
+    Fault.RCD_TRIPPED: (ErrorCode.ground_failure, True),
     Fault.CONTACTOR_WELDED: (ErrorCode.power_switch_failure, True),
     Fault.CONTACTOR_FAILED_TO_CLOSE: (ErrorCode.power_switch_failure, True),
     Fault.LOCK_FAILURE: (ErrorCode.connector_lock_failure, True),
     Fault.PILOT_FAILURE: (ErrorCode.other_error, True),
+    Fault.RCD_FAILURE: (ErrorCode.other_error, True),
     Fault.EV_ERROR: (ErrorCode.ev_communication_error, False),
+    Fault.VENTILATION_REQUIRED: (ErrorCode.other_error, False),
     Fault.METER_FAILURE: (ErrorCode.power_meter_failure, False),
     Fault.READER_FAILURE: (ErrorCode.reader_failure, False),
 }

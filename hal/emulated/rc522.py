@@ -1,27 +1,42 @@
-"""An MFRC522 (RC522) at the register level, ISO 14443-3 type A cards, and fake
-``spidev`` / ``RPi.GPIO`` modules that put the chip where the real ``mfrc522``
-library looks for it.
+"""An MFRC522 (RC522) at the register level, ISO 14443-3 type A cards, and the
+wiring that puts the chip behind a gpiozero pin factory's SPI port and RST pin.
 
 The chip is emulated as far as a reader driver can see it through SPI: the
 register addressing of the SPI protocol, the FIFO, the Transceive / CalcCRC /
 SoftReset commands, the interrupt flags, ErrorReg, RxLastBits, the CRC
-coprocessor and the VersionReg.  Cards answer in the field only while the
-antenna is on and follow the ISO 14443-3 state machine (IDLE, READY, ACTIVE,
-HALT) with cascade levels for 4, 7 and 10 byte UIDs.  A test places and
-removes cards, and can kill the chip (silent bus or SPI errors).
+coprocessor and the VersionReg.  Time is modelled where a driver can see it:
+an answer arrives (RxIRq) after the frames' air time, and a transceive that
+gets none ends when the chip's timer (TModeReg TAuto, TPrescalerReg,
+TReloadReg) runs out (TimerIRq); with the timer not configured no interrupt
+ever comes, as on the chip.  ``transfers`` counts SPI transfers.
+
+Cards answer in the field only while the antenna is on and follow the
+ISO 14443-3 state machine (IDLE, READY, ACTIVE, HALT) with cascade levels for
+4, 7 and 10 byte UIDs.  A test places and removes cards, can kill the chip
+(silent bus or SPI errors) or give it a ``brownout()`` (registers back to
+their reset values, antenna off, VersionReg fine).
+
+``attach(factory, chip)`` puts the chip on a gpiozero (Mock)Factory: behind
+``factory.spi(port=0, device=0)`` and with its NRSTPD on the factory's RST pin
+(the chip answers only while that pin is driven high, and comes out of reset
+when it rises), which is how hal.pi.rfid reaches it on a Pi.
 """
 
 from __future__ import annotations
 
 import errno
 import threading
-import types
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
 
 # Registers
 COMMAND, COMM_IEN, DIV_IEN, COMM_IRQ, DIV_IRQ, ERROR = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06
 FIFO_DATA, FIFO_LEVEL, CONTROL, BIT_FRAMING, COLL = 0x09, 0x0A, 0x0C, 0x0D, 0x0E
 MODE, TX_CONTROL, CRC_RESULT_H, CRC_RESULT_L, T_MODE, VERSION = 0x11, 0x14, 0x21, 0x22, 0x2A, 0x37
+T_PRESCALER, T_RELOAD_H, T_RELOAD_L = 0x2B, 0x2C, 0x2D
+BIT_S = 128 / 13.56e6  # one bit at 106 kbit/s
+FDT_S = 1236 / 13.56e6  # a card's frame delay time after a reader frame (ISO 14443-3)
 # Commands
 IDLE, CALC_CRC, TRANSMIT, TRANSCEIVE, SOFT_RESET = 0x00, 0x03, 0x04, 0x0C, 0x0F
 # CommIrqReg bits
@@ -138,15 +153,23 @@ class Card:
 
 
 class Rc522:
-    """The chip.  Thread-safe: the driver polls it from its worker thread."""
+    """The chip.  Thread-safe: the driver polls it from its worker thread.
 
-    def __init__(self, version: int = 0x92) -> None:
+    ``clock`` is the time the chip's timer and the air time run on (a test's
+    fake clock makes transfer counts deterministic).
+    """
+
+    def __init__(self, version: int = 0x92, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.version = version
         self.cards: list[Card] = []
         self.dead: str | None = None  # None, "silent" (reads 0x00) or "error" (SPI raises)
         self.rst_high = False  # NRSTPD; the chip is in hard power-down while low
+        self.reset_line: Any = None  # a gpiozero MockPin wired to NRSTPD (see attach())
         self.transfers = 0
         self.wakeups = 0  # REQA/WUPA frames sent: one per poll of a driver
+        self.resets = 0  # power-on resets (RST rising, SoftReset, brown-out, revive)
+        self._clock = clock
+        self._pending: tuple[float, bytes | None, bool] | None = None  # (at, answer, collided)
         self._lock = threading.RLock()
         self._power_on()
 
@@ -175,18 +198,35 @@ class Rc522:
             self.dead = None
             self._power_on()
 
+    def brownout(self) -> None:
+        """A supply dip: every register back to its reset value (antenna off, timer
+        stopped) while the chip keeps answering on SPI with a valid VersionReg."""
+        with self._lock:
+            self._power_on()
+
     @property
     def antenna_on(self) -> bool:
         return self.regs[TX_CONTROL] & 0x03 == 0x03
 
+    def timer_s(self) -> float | None:
+        """How long the chip's timer runs after a frame; None when TAuto is off."""
+        if not self.regs[T_MODE] & 0x80:
+            return None
+        prescaler = (self.regs[T_MODE] & 0x0F) << 8 | self.regs[T_PRESCALER]
+        reload = self.regs[T_RELOAD_H] << 8 | self.regs[T_RELOAD_L]
+        return (2 * prescaler + 1) * (reload + 1) / 13.56e6
+
     # -- SPI -------------------------------------------------------------------
-    def xfer(self, data: list[int]) -> list[int]:
+    def transfer(self, data: list[int]) -> list[int]:
+        """One chip-select period: the bytes clocked out for the bytes clocked in."""
         with self._lock:
             self.transfers += 1
             if self.dead == "error":
                 raise OSError(errno.EIO, "Input/output error")
+            self._follow_reset_line()
             if self.dead == "silent" or not self.rst_high:
                 return [0] * len(data)
+            self._advance()
             addr = data[0]
             reg = (addr >> 1) & 0x3F
             if addr & 0x80:  # read: every further byte reads the register again
@@ -195,14 +235,36 @@ class Rc522:
                 self._write(reg, value & 0xFF)
             return [0] * len(data)
 
+    xfer = transfer  # spidev's name
+
     def set_reset_pin(self, high: bool) -> None:
         with self._lock:
             if high and not self.rst_high:
                 self._power_on()
             self.rst_high = high
 
+    def _follow_reset_line(self) -> None:
+        if self.reset_line is not None:
+            self.set_reset_pin(bool(self.reset_line.state))
+
+    def _advance(self) -> None:
+        """Let the air time pass: the answer lands, or the timer runs out."""
+        if self._pending is None or self._clock() < self._pending[0]:
+            return
+        _, answer, collided = self._pending
+        self._pending = None
+        if answer is None:
+            self.regs[COMM_IRQ] |= TIMER_IRQ
+            return
+        if collided:
+            self.regs[ERROR] |= COLL_ERR
+        self.fifo.extend(answer)
+        self.regs[COMM_IRQ] |= RX_IRQ
+
     # -- registers -------------------------------------------------------------
     def _power_on(self) -> None:
+        self.resets += 1
+        self._pending = None
         self.regs = [0] * 64
         for reg, value in _RESET_VALUES.items():
             self.regs[reg] = value
@@ -255,6 +317,7 @@ class Rc522:
             self._power_on()
             return
         if command == IDLE:
+            self._pending = None  # Idle cancels a running transceive
             return
         self.regs[ERROR] = 0
         if command == CALC_CRC:
@@ -280,96 +343,66 @@ class Rc522:
         return [a for a in answers if a is not None]
 
     def _transceive(self) -> None:
+        frame_bits = len(self.fifo) * 9
         answers = self._send()
         self.regs[COMM_IRQ] |= TX_IRQ
         self.regs[CONTROL] &= ~0x07
+        now = self._clock()
         if not answers:
-            if self.regs[T_MODE] & 0x80:  # TAuto: the timer runs out
-                self.regs[COMM_IRQ] |= TIMER_IRQ
+            timer = self.timer_s()
+            # Without TAuto the timer never starts: no interrupt comes, ever.
+            self._pending = None
+            if timer is not None:
+                self._pending = (now + frame_bits * BIT_S + timer, None, False)
             return
-        if any(a != answers[0] for a in answers):
+        collided = any(a != answers[0] for a in answers)
+        answer = answers[0]
+        if collided:
             # Several cards answered differently: the bits collide on the air.
             merged = bytearray(max(len(a) for a in answers))
             for a in answers:
                 for i, b in enumerate(a):
                     merged[i] |= b
-            self.regs[ERROR] |= COLL_ERR
-            answers = [bytes(merged)]
-        self.fifo.extend(answers[0])
-        self.regs[COMM_IRQ] |= RX_IRQ
+            answer = bytes(merged)
+        air = (frame_bits + len(answer) * 9) * BIT_S + FDT_S
+        self._pending = (now + air, answer, collided)
 
 
-class FakeGpio(types.ModuleType):
-    """The part of RPi.GPIO that mfrc522 uses; the RST pin drives the chip."""
+def attach(factory: Any, chip: Rc522, *, port: int = 0, device: int = 0, rst_pin: int = 25) -> None:
+    """Wire ``chip`` to a gpiozero MockFactory as on a board.
 
-    BOARD, BCM, OUT, IN, LOW, HIGH = 10, 11, 0, 1, 0, 1
+    Its NRSTPD follows the factory's ``rst_pin`` (a MockPin: the chip sleeps
+    while it is low and resets when it rises), and ``factory.spi(port=port,
+    device=device)`` hands out a port onto the chip; other SPI ports are the
+    factory's own.
+    """
+    chip.reset_line = factory.pin(rst_pin)
+    inner = factory.spi
+
+    def spi(**spi_args: Any) -> Any:
+        if (spi_args.get("port"), spi_args.get("device")) == (port, device):
+            return Rc522Port(chip)
+        return inner(**spi_args)
+
+    factory.spi = spi
+
+
+class Rc522Port:
+    """An SPI port onto the chip with gpiozero's SPI interface (transfer, close)."""
 
     def __init__(self, chip: Rc522) -> None:
-        super().__init__("RPi.GPIO")
-        self.chip = chip
-        self.mode: int | None = None
-        self.outputs: dict[int, int] = {}
-        self.rst_pin: int | None = None  # the pin wired to the chip's NRSTPD
-        self.cleaned: list[int | None] = []
+        self.chip: Rc522 | None = chip
+        self.rate = 500_000
+        self.clock_mode = 0
 
-    def getmode(self) -> int | None:
-        return self.mode
+    @property
+    def closed(self) -> bool:
+        return self.chip is None
 
-    def setmode(self, mode: int) -> None:
-        self.mode = mode
+    def transfer(self, data: list[int]) -> list[int]:
+        if self.chip is None:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        return self.chip.transfer(list(data))
 
-    def setwarnings(self, flag: bool) -> None:
-        pass
-
-    def setup(self, channel: int, direction: int, **_: object) -> None:
-        if self.mode is None:
-            raise RuntimeError("Please set pin numbering mode using GPIO.setmode")
-        if direction == self.OUT:
-            self.outputs[channel] = 0
-
-    def output(self, channel: int, value: int) -> None:
-        if channel not in self.outputs:
-            raise RuntimeError("The GPIO channel has not been set up as an OUTPUT")
-        self.outputs[channel] = int(bool(value))
-        if channel == self.rst_pin:
-            self.chip.set_reset_pin(bool(value))
-
-    def cleanup(self, channel: int | None = None) -> None:
-        self.cleaned.append(channel)
-        for pin in [channel] if channel is not None else list(self.outputs):
-            self.outputs.pop(pin, None)
-
-
-def fake_modules(chip: Rc522, *, rst_pin: int, bus: int = 0, device: int = 0) -> dict:
-    """sys.modules entries for ``spidev``, ``RPi`` and ``RPi.GPIO`` wired to ``chip``.
-
-    ``rst_pin`` is the BCM pin the chip's reset line hangs on: the chip only
-    answers once the driver drives it high, as on a real board.
-    """
-    gpio = FakeGpio(chip)
-    gpio.rst_pin = rst_pin
-    rpi = types.ModuleType("RPi")
-    rpi.GPIO = gpio  # type: ignore[attr-defined]
-
-    class SpiDev:
-        def __init__(self) -> None:
-            self.max_speed_hz = 0
-            self.mode = 0
-            self._open = False
-
-        def open(self, bus_: int, device_: int) -> None:
-            if (bus_, device_) != (bus, device):
-                raise FileNotFoundError(errno.ENOENT, f"/dev/spidev{bus_}.{device_}")
-            self._open = True
-
-        def xfer2(self, data: list[int]) -> list[int]:
-            if not self._open:
-                raise OSError(errno.EBADF, "Bad file descriptor")
-            return chip.xfer(list(data))
-
-        def close(self) -> None:
-            self._open = False
-
-    spidev = types.ModuleType("spidev")
-    spidev.SpiDev = SpiDev  # type: ignore[attr-defined]
-    return {"spidev": spidev, "RPi": rpi, "RPi.GPIO": gpio}
+    def close(self) -> None:
+        self.chip = None

@@ -35,12 +35,28 @@ class MockContactor:
 
     def __init__(self, sim: SimConnector) -> None:
         self._sim = sim
+        self._interlocks: list[Callable[[], str | None]] = []
 
     @property
     def closed(self) -> bool:
         return self._sim.contactor_commanded
 
+    def add_interlock(self, blocked: Callable[[], str | None]) -> None:
+        """``close()`` refuses while ``blocked()`` returns a reason (an RCD tripped)."""
+        self._interlocks.append(blocked)
+
+    def open_now(self) -> None:
+        """Open at once, synchronously (an interlock's trip)."""
+        self._sim.command_contacts(False)
+
     async def close(self) -> None:
+        for blocked in self._interlocks:
+            reason = blocked()
+            if reason:
+                raise ContactorError(
+                    f"connector {self._sim.number}: contactor may not close: {reason}",
+                    Fault.CONTACTOR_FAILED_TO_CLOSE,
+                )
         self._sim.command_contacts(True)
 
     async def open(self) -> None:
@@ -58,16 +74,22 @@ class MockContactor:
 
 
 class MockCableLock:
-    """Cable lock of a socket outlet; a jammed lock stays where it is and says so."""
+    """Cable lock of a socket outlet; a jammed lock stays where it is and says so.
+
+    ``lost`` is a lock that let go under the plug (its sense reads unlocked
+    while locked): LOCK_FAILURE for as long as it lasts, as the Pi driver's
+    watched sense input reports it.
+    """
 
     def __init__(self, number: int) -> None:
         self._number = number
         self._locked = False
         self.jammed = False
+        self.lost = False
 
     @property
     def locked(self) -> bool:
-        return self._locked
+        return self._locked and not self.lost
 
     async def lock(self) -> None:
         self._move(True)
@@ -82,7 +104,8 @@ class MockCableLock:
         self._locked = locked
 
     def faults(self) -> frozenset[Fault]:
-        return frozenset({Fault.LOCK_FAILURE}) if self.jammed else _NO_FAULTS
+        lost = self.lost and self._locked
+        return frozenset({Fault.LOCK_FAILURE}) if self.jammed or lost else _NO_FAULTS
 
 
 class MockIndicator:

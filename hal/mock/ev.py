@@ -88,6 +88,7 @@ class SimConnector:
         self.phases = 3
         self.cable_capacity_a: int | None = None
         self.ev_error = False
+        self.needs_ventilation = False  # asks with state D instead of C
         # the station side
         self.offered_current_a: float | None = None
         self.contactor_commanded = False
@@ -108,12 +109,12 @@ class SimConnector:
         if self.ev_error:
             return EvState.E
         if self.wants_charge and self.offered_current_a is not None:
-            return EvState.C
+            return EvState.D if self.needs_ventilation else EvState.C
         return EvState.B
 
     def current_a(self) -> float:
         """Per-phase current the EV draws now (0 unless contacts closed and state C)."""
-        if not self.contacts_closed or self.ev_state() is not EvState.C:
+        if not self.contacts_closed or not self.ev_state().requesting:
             return 0.0
         assert self.offered_current_a is not None and self.cable_capacity_a is not None
         return min(self.offered_current_a, self.ev_max_current_a, float(self.cable_capacity_a))

@@ -31,6 +31,7 @@ from hal.mock.devices import (
     MockRfidReader,
 )
 from hal.mock.ev import SimConnector, validate_ev
+from hal.mock.rcd import MockRcd
 from hal.mock.register import EnergyRegister
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,9 @@ FAULT_NAMES: tuple[str, ...] = (
     "lock_jammed",  # the cable lock no longer moves
     "reader_dead",  # the card reader sees nothing (station-wide: the reader is shared)
     "ev_error",  # the EV shows a CP fault: state E (see SimConnector.ev_state)
+    "rcd_trip",  # the residual-current monitor trips (a fault current); off: it releases
+    "lock_lost",  # the cable lock lets go under the plug (its sense reads unlocked)
+    "rcd_test_fail",  # the residual-current monitor fails its self-test
 )
 _STATION_FAULTS = frozenset({"reader_dead"})
 
@@ -55,6 +59,7 @@ class MockConnector:
     meter: MockEnergyMeter
     pilot: MockPilot
     indicator: MockIndicator
+    rcd: MockRcd | None = None
 
     def hardware(self) -> ConnectorHardware:
         return ConnectorHardware(
@@ -63,6 +68,7 @@ class MockConnector:
             meter=self.meter,
             pilot=self.pilot,
             indicator=self.indicator,
+            rcd=self.rcd,
         )
 
 
@@ -212,11 +218,16 @@ class MockStation:
             log.warning("mock: fault %s %s", name, "injected" if on else "cleared")
             return
         targets = self._connectors if connector is None else [self.connector(connector)]
-        if name == "lock_jammed":
+        if name in ("lock_jammed", "lock_lost"):
             targets = [c for c in targets if c.lock is not None]
             if not targets:
                 where = "this station" if connector is None else f"connector {connector}"
-                raise ValueError(f"lock_jammed: {where} has no cable lock (tethered cable)")
+                raise ValueError(f"{name}: {where} has no cable lock (tethered cable)")
+        if name in ("rcd_trip", "rcd_test_fail"):
+            targets = [c for c in targets if c.rcd is not None]
+            if not targets:
+                where = "this station" if connector is None else f"connector {connector}"
+                raise ValueError(f"{name}: {where} has no residual-current monitor")
         for c in targets:
             if name == "meter_silent":
                 c.meter.silent = on
@@ -227,6 +238,18 @@ class MockStation:
                 c.lock.jammed = on
             elif name == "ev_error":
                 c.sim.set_ev_error(on)
+            elif name == "lock_lost":
+                assert c.lock is not None
+                c.lock.lost = on
+            elif name == "rcd_trip":
+                assert c.rcd is not None
+                if on:
+                    c.rcd.trip()
+                else:
+                    c.rcd.reset()
+            elif name == "rcd_test_fail":
+                assert c.rcd is not None
+                c.rcd.fail_test = on
         log.warning(
             "mock: fault %s %s on connector(s) %s",
             name,
@@ -242,6 +265,9 @@ class MockStation:
             "contactor_welded": lambda c: c.sim.welded,
             "lock_jammed": lambda c: c.lock is not None and c.lock.jammed,
             "ev_error": lambda c: c.sim.ev_error,
+            "rcd_trip": lambda c: c.rcd is not None and c.rcd.tripped,
+            "lock_lost": lambda c: c.lock is not None and c.lock.lost,
+            "rcd_test_fail": lambda c: c.rcd is not None and c.rcd.fail_test,
         }
         for name in FAULT_NAMES:
             if name == "reader_dead":
@@ -277,6 +303,7 @@ class MockStation:
             "contactor_closed": s.contacts_closed,
             "contactor_commanded": s.contactor_commanded,
             "locked": c.lock.locked if c.lock is not None else None,
+            "rcd_tripped": c.rcd.tripped if c.rcd is not None else None,
             "indicator": c.indicator.state.value,
             "power_w": s.power_w(),
             "energy_wh": s.energy_wh,
@@ -300,6 +327,12 @@ def _check_mock_config(mock: MockConfig) -> None:
         raise HardwareConfigError(
             f"[hardware.mock]: frequency_hz must be > 0, got {mock.frequency_hz}"
         )
+
+
+def _interlock(rcd: MockRcd, contactor: MockContactor) -> None:
+    """A trip opens the contactor inside the trip; a tripped monitor keeps it open."""
+    rcd.on_trip(contactor.open_now)
+    contactor.add_interlock(lambda: "residual-current monitor tripped" if rcd.tripped else None)
 
 
 def open_mock_station(
@@ -331,14 +364,19 @@ def open_mock_station(
             register=register,
             monotonic=monotonic,
         )
+        contactor = MockContactor(sim)
+        rcd = MockRcd(n) if mock.rcd else None
+        if rcd is not None:
+            _interlock(rcd, contactor)
         parts.append(
             MockConnector(
                 sim=sim,
-                contactor=MockContactor(sim),
+                contactor=contactor,
                 lock=MockCableLock(n) if mock.lock else None,
                 meter=MockEnergyMeter(sim),
                 pilot=MockPilot(sim),
                 indicator=MockIndicator(monotonic),
+                rcd=rcd,
             )
         )
     reader = MockRfidReader()

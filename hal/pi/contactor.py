@@ -2,19 +2,28 @@
 
 The output starts (and is released) inactive, so the contactor opens whenever
 this process lets go of the line.  Without a feedback contact the command is
-all we know, and no fault can be seen.
+all we know, and no fault can be seen.  The feedback is debounced
+(hal.pi.debounce): an auxiliary contact bounces when it moves, and one bad
+read must not declare a contactor welded.
+
+``open_now()`` is the synchronous path of an interlock (the residual-current
+monitor's trip, from gpiozero's callback thread): the coil is dropped before
+anything else happens.  ``add_interlock()`` makes ``close()`` refuse while a
+condition holds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from gpiozero import DigitalInputDevice, OutputDevice
 
 from hal.config import ContactorConfig
 from hal.errors import ContactorError
 from hal.interfaces import Fault
+from hal.pi.debounce import DebouncedInput
 
 __all__ = ["GpioContactor"]
 
@@ -31,22 +40,36 @@ class GpioContactor:
     out while commanded closed shows the same fault, live.
     """
 
-    def __init__(self, cfg: ContactorConfig, *, pin_factory: object | None = None) -> None:
+    def __init__(
+        self,
+        cfg: ContactorConfig,
+        *,
+        pin_factory: object | None = None,
+        debounce_reads: int = 3,
+        debounce_s: float = 0.01,
+    ) -> None:
         self._cfg = cfg
+        self._interlocks: list[Callable[[], str | None]] = []
         self._commanded = False
         self._moving = False  # inside the settle time: the feedback is not yet to be trusted
         self._welded = False
         self._failed_to_close = False
         self._lock = asyncio.Lock()
-        self._feedback: DigitalInputDevice | None = None
+        self._feedback: DebouncedInput | None = None
         self._out: OutputDevice | None = OutputDevice(
             cfg.pin, active_high=cfg.active_high, initial_value=False, pin_factory=pin_factory
         )
         try:
             if cfg.feedback_pin is not None:
                 # The internal pull holds the input at "open" when the aux contact is open.
-                self._feedback = DigitalInputDevice(
-                    cfg.feedback_pin, pull_up=not cfg.feedback_active_high, pin_factory=pin_factory
+                self._feedback = DebouncedInput(
+                    DigitalInputDevice(
+                        cfg.feedback_pin,
+                        pull_up=not cfg.feedback_active_high,
+                        pin_factory=pin_factory,
+                    ),
+                    reads=debounce_reads,
+                    window_s=debounce_s,
                 )
         except BaseException:
             self.release()
@@ -58,12 +81,30 @@ class GpioContactor:
 
     @property
     def feedback_closed(self) -> bool | None:
-        """What the auxiliary contact reads now; None when none is wired."""
-        return None if self._feedback is None else bool(self._feedback.is_active)
+        """What the auxiliary contact reads now (debounced); None when none is wired."""
+        return None if self._feedback is None else self._feedback.sample()
+
+    def add_interlock(self, blocked: Callable[[], str | None]) -> None:
+        """``close()`` refuses while ``blocked()`` returns a reason (e.g. an RCD tripped)."""
+        self._interlocks.append(blocked)
+
+    def open_now(self) -> None:
+        """Drop the coil at once, synchronously, from any thread (an interlock's trip)."""
+        out = self._out
+        if out is not None:
+            out.off()
+        self._commanded = False
 
     async def close(self) -> None:
         async with self._lock:
             out = self._output()
+            for blocked in self._interlocks:
+                reason = blocked()
+                if reason:
+                    raise ContactorError(
+                        f"contactor on GPIO{self._cfg.pin} may not close: {reason}",
+                        Fault.CONTACTOR_FAILED_TO_CLOSE,
+                    )
             self._moving = True
             try:
                 out.on()
@@ -75,13 +116,19 @@ class GpioContactor:
                 raise
             finally:
                 self._moving = False
-            if self.feedback_closed is False:
+            if not self._commanded:  # an interlock opened it meanwhile
+                raise ContactorError(
+                    f"contactor on GPIO{self._cfg.pin} was opened by an interlock while closing",
+                    Fault.CONTACTOR_FAILED_TO_CLOSE,
+                )
+            if self._feedback is not None and await self._feedback.settle() is not True:
                 out.off()
                 self._commanded = False
                 self._set(Fault.CONTACTOR_FAILED_TO_CLOSE, True)
                 raise ContactorError(
                     f"contactor on GPIO{self._cfg.pin} did not close "
-                    f"(feedback GPIO{self._cfg.feedback_pin} reads open); output opened again",
+                    f"(feedback GPIO{self._cfg.feedback_pin} does not read closed); "
+                    "output opened again",
                     Fault.CONTACTOR_FAILED_TO_CLOSE,
                 )
             self._set(Fault.CONTACTOR_FAILED_TO_CLOSE, False)
@@ -99,11 +146,12 @@ class GpioContactor:
                 await asyncio.sleep(self._cfg.settle_s)
             finally:
                 self._moving = False
-            if self.feedback_closed:
+            # A contact that keeps chattering after opening counts as welded (safe side).
+            if self._feedback is not None and await self._feedback.settle() is not False:
                 self._set(Fault.CONTACTOR_WELDED, True)
                 raise ContactorError(
                     f"contactor on GPIO{self._cfg.pin} is welded "
-                    f"(feedback GPIO{self._cfg.feedback_pin} reads closed after opening)",
+                    f"(feedback GPIO{self._cfg.feedback_pin} does not read open after opening)",
                     Fault.CONTACTOR_WELDED,
                 )
             self._set(Fault.CONTACTOR_WELDED, False)

@@ -4,6 +4,10 @@ A motor lock is moved by a pulse on one of two inputs of its H-bridge; both at
 once would short the bridge, so one is always off before the other turns on.
 A solenoid is held energised for as long as the plug is to stay locked, which
 also means it lets go when this process dies.
+
+The sense input is debounced (hal.pi.debounce) and watched while locked: a
+lock that lets go under a plug (a broken pin, a plug forced out) is
+LOCK_FAILURE at the supervisor's next pass, which cuts the energy.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from gpiozero import DigitalInputDevice, OutputDevice
 from hal.config import LockConfig
 from hal.errors import HardwareConfigError, LockError
 from hal.interfaces import Fault
+from hal.pi.debounce import DebouncedInput
 
 __all__ = ["GpioCableLock"]
 
@@ -27,10 +32,19 @@ class GpioCableLock:
 
     The sense input is read ``pulse_s`` after each command.  A mismatch raises
     LockError and leaves LOCK_FAILURE standing until a later lock or unlock is
-    confirmed.  Without a sense input the command is trusted.
+    confirmed.  While locked, every ``faults()`` reads the sense again: a lock
+    lost shows as LOCK_FAILURE for as long as it reads unlocked.  Without a
+    sense input the command is trusted.
     """
 
-    def __init__(self, cfg: LockConfig, *, pin_factory: object | None = None) -> None:
+    def __init__(
+        self,
+        cfg: LockConfig,
+        *,
+        pin_factory: object | None = None,
+        debounce_reads: int = 3,
+        debounce_s: float = 0.02,
+    ) -> None:
         wanted = {"motor": 2, "solenoid": 1}.get(cfg.kind)
         if wanted is None:
             raise HardwareConfigError(f"lock kind {cfg.kind!r} has no driver (motor or solenoid)")
@@ -41,15 +55,21 @@ class GpioCableLock:
         self._cfg = cfg
         self._commanded = False
         self._failed = False
+        self._lost = False
+        self._moving = False
         self._lock = asyncio.Lock()
         self._outs: list[OutputDevice] = []
-        self._sense: DigitalInputDevice | None = None
+        self._sense: DebouncedInput | None = None
         try:
             for pin in cfg.pins:
                 self._outs.append(OutputDevice(pin, initial_value=False, pin_factory=pin_factory))
             if cfg.sense_pin is not None:
-                self._sense = DigitalInputDevice(
-                    cfg.sense_pin, pull_up=not cfg.sense_active_high, pin_factory=pin_factory
+                self._sense = DebouncedInput(
+                    DigitalInputDevice(
+                        cfg.sense_pin, pull_up=not cfg.sense_active_high, pin_factory=pin_factory
+                    ),
+                    reads=debounce_reads,
+                    window_s=debounce_s,
                 )
         except BaseException:
             self.release()
@@ -59,7 +79,7 @@ class GpioCableLock:
     def locked(self) -> bool:
         """The sensed position if a sense input is wired, else the last command."""
         if self._sense is not None:
-            return bool(self._sense.is_active)
+            return self._sense.sample()
         return self._commanded
 
     async def lock(self) -> None:
@@ -69,7 +89,17 @@ class GpioCableLock:
         await self._move(locked=False)
 
     def faults(self) -> frozenset[Fault]:
-        return frozenset({Fault.LOCK_FAILURE}) if self._failed else frozenset()
+        if self._sense is not None and self._commanded and not self._moving:
+            lost = not self._sense.sample()
+            if lost and not self._lost:
+                log.error("%s: lock lost (the sense reads unlocked while locked)", self._name())
+            elif self._lost and not lost:
+                log.info("%s: sense reads locked again", self._name())
+            self._lost = lost
+        elif not self._commanded:
+            self._lost = False
+        failed = self._failed or self._lost
+        return frozenset({Fault.LOCK_FAILURE}) if failed else frozenset()
 
     def release(self) -> None:
         """Stop driving the lock and free its pins (a solenoid lets go)."""
@@ -88,21 +118,14 @@ class GpioCableLock:
         async with self._lock:
             if not self._outs:
                 raise LockError(f"{self._name()} is released: cannot {verb}")
-            if self._cfg.kind == "motor":
-                towards, away = (self._outs[0], self._outs[1])
-                if not locked:
-                    towards, away = away, towards
-                away.off()  # never both sides of the H-bridge at once
-                towards.on()
-                try:
-                    await asyncio.sleep(self._cfg.pulse_s)
-                finally:
-                    towards.off()
-            else:
-                self._outs[0].value = locked
-                await asyncio.sleep(self._cfg.pulse_s)
+            self._moving = True
+            try:
+                await self._drive(locked)
+            finally:
+                self._moving = False
             self._commanded = locked
-            if self._sense is not None and bool(self._sense.is_active) != locked:
+            sensed = None if self._sense is None else await self._sense.settle()
+            if self._sense is not None and sensed is not locked:
                 if not self._failed:
                     log.error("%s: did not %s (sense reads the other position)", self._name(), verb)
                 self._failed = True
@@ -110,6 +133,22 @@ class GpioCableLock:
             if self._failed:
                 log.info("%s: %s confirmed, lock failure cleared", self._name(), verb)
             self._failed = False
+            self._lost = False
+
+    async def _drive(self, locked: bool) -> None:
+        if self._cfg.kind == "motor":
+            towards, away = (self._outs[0], self._outs[1])
+            if not locked:
+                towards, away = away, towards
+            away.off()  # never both sides of the H-bridge at once
+            towards.on()
+            try:
+                await asyncio.sleep(self._cfg.pulse_s)
+            finally:
+                towards.off()
+        else:
+            self._outs[0].value = locked
+            await asyncio.sleep(self._cfg.pulse_s)
 
     def _name(self) -> str:
         pins = "/".join(f"GPIO{p}" for p in self._cfg.pins)

@@ -1,15 +1,14 @@
-"""RC522 (NXP MFRC522) card reader on SPI, through the ``mfrc522`` library.
+"""RC522 (NXP MFRC522) card reader: SPI and RST through the station's gpiozero pin factory.
 
-The library talks to the chip with blocking SPI transfers and busy-waits on
-the chip's interrupt flags, so the reader is polled in a daemon thread that
-hands each UID to the event loop.  ``mfrc522`` imports ``RPi.GPIO`` and
-``spidev`` when it is imported, which only works on a Pi: it is imported in
-``start()``, never at module import, so that this module loads anywhere.
+The chip is driven at register level by hal.pi.mfrc522 (not the ``mfrc522``
+package, whose RPi.GPIO RST and busy-polling wait loop do not work under the
+unit: see that module).  SPI is ``pin_factory.spi(port, device)`` (lgpio's
+``spi_open`` on a Pi with the lgpio factory) and RST a gpiozero output on the
+same factory, so nothing here imports ``RPi.GPIO`` or needs ``/dev/gpiomem``.
 
-The library only runs cascade level 1 of the ISO/IEC 14443-3 anticollision
-(4-byte UIDs).  Cards with 7 or 10 byte UIDs (MIFARE Ultralight, NTAG, DESFire,
-most payment and phone cards) need cascade levels 2 and 3, which are done
-here on top of the library's low-level ``MFRC522_ToCard`` and ``CalulateCRC``.
+The chip is polled in a daemon thread that hands each UID to the event loop.
+Cards with 4, 7 and 10 byte UIDs are read through the ISO/IEC 14443-3
+cascade levels; CRC_A is computed here, not by the chip's coprocessor.
 """
 
 from __future__ import annotations
@@ -19,19 +18,19 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from hal.config import ReaderConfig
 from hal.errors import ReaderError
 from hal.idtag import uid_to_id_tag
 from hal.interfaces import Fault
+from hal.pi.mfrc522 import ChipTimeout, Mfrc522, NoAnswer, TransceiveError
 
 __all__ = ["KNOWN_VERSIONS", "Rc522Reader", "crc_a"]
 
 log = logging.getLogger(__name__)
 
-VERSION_REG = 0x37
-BIT_FRAMING_REG = 0x0D
 # VersionReg answers of chips that work with this driver (0x00 / 0xFF: no chip on the bus).
 KNOWN_VERSIONS = {
     0x91: "MFRC522 v1.0",
@@ -69,36 +68,51 @@ class Rc522Reader:
     reader, or one that flickers at the edge of the field, does not start and
     stop transactions over and over.
 
-    The chip's VersionReg tells whether the module is still on the bus: it is
-    read at start, every ``health_interval_s``, and whenever the field looks
-    empty (a module that fell off reads 0x00, which is also "no card").  A
-    reader that does not answer is Fault.READER_FAILURE until it answers again,
-    when it is initialised afresh because it may have lost power meanwhile.
+    Health, every ``health_interval_s`` and at once after a transceive whose
+    timer never fired: VersionReg must name a known chip (a module that fell
+    off the bus reads 0x00: Fault.READER_FAILURE at once), and the registers
+    the reader depends on (antenna, timer, modulation; hal.pi.mfrc522.CONFIG)
+    must read back what was written.  A brown-out resets them while VersionReg
+    still reads fine, which would leave the reader deaf without a fault: the
+    chip is then reset (RST pulse) and initialised again; when that fails
+    ``reinit_attempts`` times in a row the reader is Fault.READER_FAILURE,
+    until a check finds it answering and configured again.
     """
 
     def __init__(
         self,
         cfg: ReaderConfig,
         *,
+        pin_factory: Any = None,
         absent_polls: int = 3,
         health_interval_s: float = 2.0,
         spi_speed_hz: int = 1_000_000,
+        reinit_attempts: int = 3,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._cfg = cfg
+        self._factory = pin_factory
         self._absent_polls = max(1, absent_polls)
         self._health_interval_s = health_interval_s
         self._spi_speed_hz = spi_speed_hz
+        self._reinit_attempts = max(1, reinit_attempts)
+        self._clock = clock
+        self._sleep = sleep
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._lib: Any = None  # the mfrc522 module, imported by start()
-        self._gpio: Any = None
-        self._dev: Any = None  # the mfrc522.MFRC522 instance, once the SPI device is open
+        self._rst: Any = None  # gpiozero DigitalOutputDevice on the RST (NRSTPD) line
+        self._spi: Any = None  # the pin factory's SPI port
+        self._chip: Mfrc522 | None = None
         self._failing = False
+        self._needs_init = True
+        self._bad_inits = 0
         self._next_health = 0.0
         self._card: str | None = None  # UID of the card on the reader
         self._absent = 0
+        self.inits = 0  # initialisations done (start, recovery, brown-out)
 
     # -- RfidReader ------------------------------------------------------------
     async def next_card(self) -> str:
@@ -112,21 +126,12 @@ class Rc522Reader:
     async def start(self) -> None:
         """Open the reader and start polling.
 
-        Raises ReaderError when the Pi libraries are missing (a setup error).
-        A reader that does not answer is not an error here: it shows as
-        Fault.READER_FAILURE and is retried, since the station can still charge
-        with remote starts.
+        A reader that does not answer (or an SPI port that cannot be opened) is
+        not an error here: it shows as Fault.READER_FAILURE and is retried,
+        since the station can still charge with remote starts.
         """
         if self._thread is not None:
             return
-        try:
-            import mfrc522  # imports RPi.GPIO and spidev: Pi only
-            import RPi.GPIO as gpio
-        except (ImportError, RuntimeError) as exc:
-            raise ReaderError(
-                f"RC522 reader needs mfrc522, spidev and RPi.GPIO (chargerd[pi]): {exc}"
-            ) from exc
-        self._lib, self._gpio = mfrc522, gpio
         self._loop = asyncio.get_running_loop()
         self._stop.clear()
         await asyncio.to_thread(self._step, poll=False)
@@ -159,45 +164,91 @@ class Rc522Reader:
     def _step(self, *, poll: bool) -> None:
         """One poll: open the device if needed, check its health, look for a card."""
         try:
-            if self._dev is None:
-                self._open()
-            now = time.monotonic()
-            if self._failing or now >= self._next_health:
-                self._check_health()
+            chip = self._open()
+            now = self._clock()
+            # While failing, the chip is retried once per health interval.
+            if (self._needs_init and not self._failing) or now >= self._next_health:
                 self._next_health = now + self._health_interval_s
+                if not self._check_health(chip):
+                    return
             if poll:
-                self._track(self._read_uid())
-        except Exception as exc:  # any SPI or library failure is a reader failure
+                self._track(self._read_uid(chip))
+        except ChipTimeout as exc:
+            # The timer did not run: the registers are probably gone (brown-out).
+            log.warning("%s; checking the chip at the next poll", exc)
+            self._next_health = 0.0
+        except Exception as exc:  # any SPI or gpiozero failure is a reader failure
             self._fail(exc)
 
-    def _open(self) -> None:
-        # The library adds a StreamHandler to its logger at every construction; a
-        # reader retried every poll would pile them up.  Its records go through
-        # the process's logging configuration instead.
-        lib_log = logging.getLogger("mfrc522Logger")
-        handlers = list(lib_log.handlers)
-        try:
-            self._dev = self._lib.MFRC522(
-                bus=self._cfg.spi_bus,
-                device=self._cfg.spi_device,
-                spd=self._spi_speed_hz,
-                pin_mode=self._gpio.BCM,
-                pin_rst=self._cfg.rst_pin,
-            )
-        finally:
-            lib_log.handlers[:] = handlers
+    def _open(self) -> Mfrc522:
+        if self._chip is not None:
+            return self._chip
+        if self._rst is None:
+            from gpiozero import DigitalOutputDevice
 
-    def _check_health(self) -> None:
-        version = self._dev.Read_MFRC522(VERSION_REG)
+            # Low holds the chip in hard power-down until the first initialisation.
+            self._rst = DigitalOutputDevice(
+                self._cfg.rst_pin, initial_value=False, pin_factory=self._factory
+            )
+        if self._spi is None:
+            self._spi = self._rst.pin_factory.spi(
+                port=self._cfg.spi_bus, device=self._cfg.spi_device
+            )
+            with contextlib.suppress(Exception):  # not every port can change its clock
+                self._spi.rate = self._spi_speed_hz
+        self._chip = Mfrc522(self._spi, clock=self._clock, sleep=self._sleep)
+        self._needs_init = True
+        return self._chip
+
+    def _initialise(self, chip: Mfrc522) -> None:
+        """Hard reset through RST (the chip restarts from power-on), then configure."""
+        self._rst.off()
+        self._sleep(0.001)
+        self._rst.on()
+        self._sleep(0.05)  # oscillator start-up; the datasheet asks for > 37.74 us
+        chip.init()
+        self.inits += 1
+
+    def _check_health(self, chip: Mfrc522) -> bool:
+        """True when the chip answers and holds its configuration (re-initialised if not)."""
+        version = chip.version()
+        fresh = False
+        if version not in KNOWN_VERSIONS and self._needs_init:
+            # Held in power-down by RST, or just plugged back: reset it before judging.
+            self._initialise(chip)
+            fresh = True
+            version = chip.version()
         if version not in KNOWN_VERSIONS:
             raise ReaderError(f"RC522 does not answer (VersionReg 0x{version:02X})")
+        wrong = [] if self._needs_init else chip.mismatches()
+        if self._needs_init or wrong:
+            if wrong:
+                log.warning(
+                    "RC522 lost its configuration (a brown-out?): %s; re-initialising",
+                    "; ".join(wrong),
+                )
+            if not fresh:
+                self._initialise(chip)
+            wrong = chip.mismatches()
+            if wrong:
+                self._needs_init = True
+                self._bad_inits += 1
+                self._next_health = 0.0  # try again at the next poll
+                if self._bad_inits >= self._reinit_attempts:
+                    raise ReaderError(
+                        f"RC522 does not keep its configuration after {self._bad_inits} "
+                        f"initialisations: {wrong[0]}"
+                    )
+                return False
+            self._needs_init = False
+        self._bad_inits = 0
         if self._failing:
-            # It may have lost power meanwhile: registers and antenna are back at reset.
-            self._dev.MFRC522_Init()
             self._failing = False
             log.info("RC522 reader answers again (%s)", KNOWN_VERSIONS[version])
+        return True
 
     def _fail(self, exc: Exception) -> None:
+        self._needs_init = True  # it may lose power meanwhile: set it up afresh when back
         if not self._failing:
             self._failing = True
             log.error("RC522 reader failure: %s", exc)
@@ -226,73 +277,77 @@ class Rc522Reader:
             with contextlib.suppress(RuntimeError):  # the loop is closing
                 loop.call_soon_threadsafe(self._queue.put_nowait, id_tag)
 
-    def _read_uid(self) -> str | _Unreadable | None:
+    def _read_uid(self, chip: Mfrc522) -> str | _Unreadable | None:
         """The UID of the card in the field, None if there is none.
 
         WUPA (not REQA) wakes a card that was halted at the previous poll, so a
         card that stays on the reader keeps answering; HLTA puts it back to
         sleep, so it does not fall out of step with the next wake-up.
         """
-        dev = self._dev
-        status, _ = dev.MFRC522_Request(_WUPA)
-        if status != dev.MI_OK:
-            # A module that fell off the bus looks like an empty field: make
-            # sure of the reader before counting the card as gone.
-            self._check_health()
-            return None
         try:
-            return self._select().hex().upper()
+            atqa, _ = chip.transceive([_WUPA], last_bits=7)
+        except NoAnswer:
+            return None
+        except TransceiveError as exc:  # several cards at once: their ATQAs collide
+            return _Unreadable(f"wake-up: {exc}")
+        try:
+            if len(atqa) != 2:
+                raise _Unreadable(f"wake-up: {len(atqa)} byte(s) of ATQA")
+            return self._select(chip).hex().upper()
         except _Unreadable as exc:
             log.debug("card answered but its UID was not read: %s", exc)
             return exc
         finally:
-            self._halt()
+            self._halt(chip)
 
-    def _select(self) -> bytes:
+    @staticmethod
+    def _select(chip: Mfrc522) -> bytes:
         """Anticollision and select through the cascade levels; the full UID."""
-        dev = self._dev
         uid = bytearray()
         for sel in _SEL:
-            dev.Write_MFRC522(BIT_FRAMING_REG, 0x00)
-            status, data, _ = dev.MFRC522_ToCard(dev.PCD_TRANSCEIVE, [sel, 0x20])
-            if status != dev.MI_OK or len(data) != 5:
-                raise _Unreadable(f"anticollision 0x{sel:02X}: status {status}, {len(data)} bytes")
+            try:
+                data, _ = chip.transceive([sel, 0x20])
+            except (NoAnswer, TransceiveError) as exc:
+                raise _Unreadable(f"anticollision 0x{sel:02X}: {exc}") from None
+            if len(data) != 5:
+                raise _Unreadable(f"anticollision 0x{sel:02X}: {len(data)} bytes")
             if data[0] ^ data[1] ^ data[2] ^ data[3] != data[4]:
                 raise _Unreadable(f"anticollision 0x{sel:02X}: BCC mismatch")
-            frame = [sel, 0x70, *data[:5]]
-            frame += dev.CalulateCRC(frame)
-            status, sak, bits = dev.MFRC522_ToCard(dev.PCD_TRANSCEIVE, frame)
-            if status != dev.MI_OK or bits != 24 or len(sak) < 3:
-                raise _Unreadable(f"select 0x{sel:02X}: status {status}, {bits} bits")
-            if bytes(sak[1:3]) != crc_a(sak[:1]):
+            frame = bytes((sel, 0x70, *data[:5]))
+            try:
+                sak, bits = chip.transceive(frame + crc_a(frame))
+            except (NoAnswer, TransceiveError) as exc:
+                raise _Unreadable(f"select 0x{sel:02X}: {exc}") from None
+            if len(sak) != 3 or bits != 0:
+                raise _Unreadable(f"select 0x{sel:02X}: {len(sak)} bytes, {bits} last bits")
+            if sak[1:3] != crc_a(sak[:1]):
                 raise _Unreadable(f"select 0x{sel:02X}: SAK CRC mismatch")
             if not sak[0] & _SAK_UID_NOT_COMPLETE:
-                uid += bytes(data[:4])
+                uid += data[:4]
                 return bytes(uid)
             if data[0] != _CASCADE_TAG:
                 raise _Unreadable(f"select 0x{sel:02X}: UID incomplete without cascade tag")
-            uid += bytes(data[1:4])
+            uid += data[1:4]
         raise _Unreadable("UID longer than three cascade levels")
 
-    def _halt(self) -> None:
-        dev = self._dev
-        dev.Write_MFRC522(BIT_FRAMING_REG, 0x00)
-        frame = [_HLTA, 0x00]
-        dev.MFRC522_ToCard(dev.PCD_TRANSCEIVE, frame + list(crc_a(frame)))
+    @staticmethod
+    def _halt(chip: Mfrc522) -> None:
+        """HLTA; a halted card does not answer, so silence is success."""
+        frame = bytes((_HLTA, 0x00))
+        with contextlib.suppress(NoAnswer, TransceiveError):
+            chip.transceive(frame + crc_a(frame))
 
     def _release(self) -> None:
-        """Close SPI and free our RST pin only.
-
-        Not the library's Close_MFRC522: its GPIO.cleanup() without a pin
-        would also release every other RPi.GPIO line of the process, such as
-        a contactor driven through the same library.
-        """
-        dev, self._dev = self._dev, None
-        if dev is None:
-            return
-        with contextlib.suppress(Exception):
-            dev.AntennaOff()
-        with contextlib.suppress(Exception):
-            dev.spi.close()
-        with contextlib.suppress(Exception):
-            self._gpio.cleanup(self._cfg.rst_pin)
+        """Antenna off, then close SPI and let go of the RST line (the chip powers down)."""
+        chip, self._chip = self._chip, None
+        if chip is not None:
+            with contextlib.suppress(Exception):
+                chip.antenna_off()
+        spi, self._spi = self._spi, None
+        if spi is not None:
+            with contextlib.suppress(Exception):
+                spi.close()
+        rst, self._rst = self._rst, None
+        if rst is not None:
+            with contextlib.suppress(Exception):
+                rst.close()

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import inspect
 import logging
+import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ from hal.interfaces import ConnectorHardware, StationHardware
 from hal.pi.contactor import GpioContactor
 from hal.pi.indicator import GpioIndicator
 from hal.pi.lock import GpioCableLock
-from hal.pi.pilot import GpioPilot, Mcp3008MockFactory
+from hal.pi.pilot import GpioPilot
+from hal.pi.rcd import GpioRcd, interlock_rcd
 
 __all__ = ["PinUse", "check_pins", "make_pin_factory", "open_pi_station", "pin_uses"]
 
@@ -89,6 +91,9 @@ def pin_uses(cfg: HardwareConfig) -> list[PinUse]:
         elif c.led.kind == "single":
             for pin in c.led.pins:
                 gpio(pin, f"{name} LED")
+        gpio(c.rcd.fault_pin, f"{name} residual-current monitor fault output")
+        if c.rcd.fault_pin is not None:
+            gpio(c.rcd.test_pin, f"{name} residual-current monitor test input")
         p = c.pilot
         gpio(p.pwm_pin, f"{name} pilot PWM")
         adc = f"MCP3008 on SPI0 CE{p.adc_device}"
@@ -122,6 +127,8 @@ def check_pins(cfg: HardwareConfig) -> None:
 def make_pin_factory(name: str) -> Any:
     """The gpiozero pin factory called ``name``; "mock" is a bench factory with emulated ADCs."""
     if name == "mock":
+        from hal.emulated.mcp3008 import Mcp3008MockFactory  # the bench's; never on a charger
+
         return Mcp3008MockFactory()
     try:
         module_name, class_name = _FACTORIES[name]
@@ -136,17 +143,21 @@ def make_pin_factory(name: str) -> Any:
 
 
 async def open_pi_station(
-    cfg: HardwareConfig, state_dir: Path, *, pin_factory: Any = None
+    cfg: HardwareConfig,
+    state_dir: Path,
+    *,
+    pin_factory: Any = None,
+    pwm_settle: Callable[[], None] | None = None,
 ) -> StationHardware:
     """Open every device of the Pi station; on any failure release what was opened.
 
     ``pin_factory`` (a gpiozero Factory) wins over ``cfg.pin_factory``; a
     factory built here from its name is closed with the station, one passed
-    in belongs to the caller.  ``state_dir`` is not needed by real hardware,
-    whose state lives in the devices; it is taken for the mock station's
-    signature.
+    in belongs to the caller.  ``pwm_settle`` is handed to the sysfs PWM
+    drivers (an emulated kernel's ``sync``).  ``state_dir`` is not needed by
+    real hardware; with ``pin_factory = "mock"`` it holds the emulated PWM
+    sysfs tree (hal.emulated.sysfs_pwm) that the pilots then use.
     """
-    del state_dir
     check_pins(cfg)
     if not cfg.connectors:
         raise HardwareConfigError("a station needs at least one connector")
@@ -156,8 +167,10 @@ async def open_pi_station(
         if factory is None and cfg.pin_factory is not None:
             factory = make_pin_factory(cfg.pin_factory)
             closers.append(factory.close)
-            if isinstance(factory, Mcp3008MockFactory):
-                _idle_inputs(factory, cfg)
+        if cfg.pin_factory == "mock":  # the bench's emulated Pi (on a given factory too)
+            cfg, tree = _emulated_pwm(cfg, state_dir, closers)
+            factory.pwm_tree, pwm_settle = tree, tree.sync
+            _idle_inputs(factory, cfg, tree)
 
         from hal.pi.meter import ModbusBus, ModbusMeter  # pymodbus: only a Pi station needs it
 
@@ -174,20 +187,31 @@ async def open_pi_station(
                 closers.append(lock.release)
             indicator = GpioIndicator(c.led, pin_factory=factory)
             closers.append(indicator.release)
-            pilot = GpioPilot(c.pilot, pin_factory=factory)
+            pilot = GpioPilot(c.pilot, pin_factory=factory, settle=pwm_settle)
             closers.append(pilot.release)
             meter = ModbusMeter(bus, model=c.meter_model, unit_id=c.meter_unit_id)
+            rcd = None
+            if c.rcd.fault_pin is not None:
+                rcd = GpioRcd(c.rcd, pin_factory=factory)
+                closers.append(rcd.release)
+                interlock_rcd(rcd, contactor)
             connectors.append(
                 ConnectorHardware(
-                    contactor=contactor, lock=lock, meter=meter, pilot=pilot, indicator=indicator
+                    contactor=contactor,
+                    lock=lock,
+                    meter=meter,
+                    pilot=pilot,
+                    indicator=indicator,
+                    rcd=rcd,
                 )
             )
 
         reader = None
         if cfg.reader.kind == "rc522":
-            from hal.pi.rfid import Rc522Reader  # mfrc522/spidev: Pi only
+            from hal.pi.rfid import Rc522Reader
 
-            reader = Rc522Reader(cfg.reader)
+            # SPI and RST through the station's own pin factory (no RPi.GPIO, no spidev).
+            reader = Rc522Reader(cfg.reader, pin_factory=factory)
             closers.append(reader.close)
             await reader.start()
     except BaseException:
@@ -202,12 +226,37 @@ async def open_pi_station(
     return StationHardware(connectors=connectors, reader=reader, kind="pi", closers=closers)
 
 
-def _idle_inputs(factory: Mcp3008MockFactory, cfg: HardwareConfig) -> None:
-    """A bench without a car: CP at +12 V (state A), PP open (no cable)."""
+def _emulated_pwm(
+    cfg: HardwareConfig, state_dir: Path, closers: list[Callable[[], Any]]
+) -> tuple[HardwareConfig, Any]:
+    """The bench's kernel: a PWM sysfs tree in ``state_dir`` that the sysfs pilots use."""
+    from hal.emulated.sysfs_pwm import SysfsPwmTree  # the bench's; never on a charger
+
+    chips: dict[int, int] = {}
+    for c in cfg.connectors:
+        if c.pilot.pwm == "sysfs":
+            chips[c.pilot.pwm_chip] = max(chips.get(c.pilot.pwm_chip, 2), c.pilot.pwm_channel + 1)
+    root = Path(state_dir) / "sysfs-pwm"
+    tree = SysfsPwmTree(root, chips=chips)
+    closers.append(lambda: shutil.rmtree(root, ignore_errors=True))
+    conns = tuple(
+        replace(c, pilot=replace(c.pilot, pwm_sysfs_root=str(root)))
+        if c.pilot.pwm == "sysfs"
+        else c
+        for c in cfg.connectors
+    )
+    return replace(cfg, connectors=conns), tree
+
+
+def _idle_inputs(factory: Any, cfg: HardwareConfig, tree: Any) -> None:
+    """A bench without a car: CP follows the PWM with no EV (state A), PP open (no cable)."""
+    from hal.emulated.mcp3008 import CpLine
+
     for c in cfg.connectors:
         p = c.pilot
         adc = factory.adc(p.adc_device)
-        adc.set_channel(p.cp_channel, min(1.0, max(0.0, (12.0 - p.cp_offset_v) / p.cp_span_v)))
+        pwm = tree.channel(p.pwm_chip, p.pwm_channel) if p.pwm == "sysfs" else None
+        adc.set_source(p.cp_channel, CpLine(pwm, offset_v=p.cp_offset_v, span_v=p.cp_span_v))
         if p.pp_channel is not None:
             adc.set_channel(p.pp_channel, 1.0)
 

@@ -358,7 +358,8 @@ def test_status_info_names_the_faults_within_50_chars():
     assert status_info(frozenset()) is None
     assert status_info({Fault.METER_FAILURE}) == "meter_failure"
     everything = status_info(set(Fault))
-    assert everything.startswith("contactor_welded,contactor_failed_to_close")
+    # A ground failure outranks everything: it names the code and comes first.
+    assert everything.startswith("rcd_tripped,contactor_welded,contactor_failed")
     assert len(everything) <= 50
 
 
@@ -466,4 +467,27 @@ def test_reporter_accepts_plain_strings():
     r = StatusReporter()
     assert r.observe(1, "Faulted", "PowerSwitchFailure", now=0.0) == report(
         1, St.faulted, Code.power_switch_failure
+    )
+
+
+def test_protection_faults_map_to_their_ocpp_codes():
+    tx = dict(
+        ev_state=EvState.D,
+        operative=True,
+        reserved=False,
+        authorized_pending=False,
+        transaction_active=True,
+        offered_current_a=16.0,
+        contactor_closed=False,
+        transaction_stopped_plugged=False,
+    )
+    assert connector_status(
+        ConnectorInputs(**tx, faults=frozenset({Fault.VENTILATION_REQUIRED}))
+    ) == (St.suspended_evse, Code.other_error)
+    assert connector_status(
+        ConnectorInputs(**tx, faults=frozenset({Fault.RCD_TRIPPED, Fault.CONTACTOR_WELDED}))
+    ) == (St.faulted, Code.ground_failure)
+    assert connector_status(ConnectorInputs(**tx, faults=frozenset({Fault.RCD_FAILURE}))) == (
+        St.faulted,
+        Code.other_error,
     )

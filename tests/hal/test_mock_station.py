@@ -7,7 +7,7 @@ import json
 import pytest
 
 from hal.config import HardwareConfig, MockConfig
-from hal.errors import HardwareConfigError
+from hal.errors import ContactorError, HardwareConfigError, RcdError
 from hal.interfaces import (
     CableLock,
     Contactor,
@@ -149,6 +149,9 @@ async def test_faults_are_listed_per_connector(sim):
         "lock_jammed",
         "reader_dead",
         "ev_error",
+        "rcd_trip",
+        "lock_lost",
+        "rcd_test_fail",
     }
     assert sim.active_faults() == {}
     sim.fault("meter_silent", True)  # all connectors
@@ -239,3 +242,46 @@ def test_the_ev_stays_plugged_across_a_daemon_restart(tmp_path):
         ]
         is False
     )
+
+
+async def test_an_rcd_trip_opens_the_contactor_inside_the_trip(tmp_path, clock):
+    hw = open_mock_station(HardwareConfig(), tmp_path, connectors=2, monotonic=clock)
+    one, two = hw.connectors
+    await one.contactor.close()
+    await two.contactor.close()
+    hw.sim.fault("rcd_trip", True, connector=1)  # synchronous: no await in between
+    assert not one.contactor.closed and two.contactor.closed
+    assert hw.sim.connector(1).sim.contacts_closed is False
+    assert one.rcd.faults() == {Fault.RCD_TRIPPED}
+    with pytest.raises(ContactorError, match="residual-current monitor tripped"):
+        await one.contactor.close()
+    assert hw.sim.active_faults() == {"rcd_trip": [1]}
+    hw.sim.fault("rcd_trip", False, connector=1)
+    await one.contactor.close()
+    assert one.contactor.closed and one.rcd.faults() == frozenset()
+    await hw.aclose()
+
+
+async def test_a_failing_rcd_self_test_stands_until_one_passes(tmp_path, clock):
+    hw = open_mock_station(HardwareConfig(), tmp_path, connectors=1, monotonic=clock)
+    (one,) = hw.connectors
+    await one.rcd.self_test()
+    hw.sim.fault("rcd_test_fail", True)
+    with pytest.raises(RcdError):
+        await one.rcd.self_test()
+    assert one.rcd.faults() == {Fault.RCD_FAILURE}
+    hw.sim.fault("rcd_test_fail", False)
+    await one.rcd.self_test()
+    assert one.rcd.faults() == frozenset()
+    await hw.aclose()
+
+
+async def test_a_lost_lock_is_a_lock_failure_while_locked(tmp_path, clock):
+    hw = open_mock_station(HardwareConfig(), tmp_path, connectors=1, monotonic=clock)
+    (one,) = hw.connectors
+    await one.lock.lock()
+    hw.sim.fault("lock_lost", True)
+    assert one.lock.faults() == {Fault.LOCK_FAILURE} and not one.lock.locked
+    hw.sim.fault("lock_lost", False)
+    assert one.lock.faults() == frozenset() and one.lock.locked
+    await hw.aclose()

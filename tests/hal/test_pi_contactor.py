@@ -24,7 +24,15 @@ def factory():
 
 def make(factory: MockFactory, **kw) -> GpioContactor:
     kw.setdefault("settle_s", 0.01)
-    return GpioContactor(ContactorConfig(pin=COIL, **kw), pin_factory=factory)
+    # Three agreeing reads make a reading; no time window, so that a test need not wait.
+    return GpioContactor(ContactorConfig(pin=COIL, **kw), pin_factory=factory, debounce_s=0.0)
+
+
+def held(contactor: GpioContactor) -> frozenset[Fault]:
+    """The faults once the aux contact's level has held for the debounce (three reads)."""
+    for _ in range(2):
+        contactor.faults()
+    return contactor.faults()
 
 
 class AuxContact:
@@ -132,7 +140,7 @@ async def test_welded_contactor_raises_on_open_and_stands_until_it_reads_open(
     assert factory.pin(COIL).state is False  # commanded open all the same
     assert contactor.faults() == {Fault.CONTACTOR_WELDED}
     aux.reads(False)
-    assert contactor.faults() == frozenset()
+    assert held(contactor) == frozenset()
 
 
 async def test_welding_seen_while_idle(factory: MockFactory) -> None:
@@ -140,9 +148,9 @@ async def test_welding_seen_while_idle(factory: MockFactory) -> None:
     aux = AuxContact(factory)
     assert contactor.faults() == frozenset()
     aux.reads(True)  # commanded open, reads closed
-    assert contactor.faults() == {Fault.CONTACTOR_WELDED}
+    assert held(contactor) == {Fault.CONTACTOR_WELDED}
     aux.reads(False)
-    assert contactor.faults() == frozenset()
+    assert held(contactor) == frozenset()
 
 
 async def test_dropping_out_while_closed_shows_failed_to_close(factory: MockFactory) -> None:
@@ -151,9 +159,9 @@ async def test_dropping_out_while_closed_shows_failed_to_close(factory: MockFact
     aux.reads(True)
     await contactor.close()
     aux.reads(False)
-    assert contactor.faults() == {Fault.CONTACTOR_FAILED_TO_CLOSE}
+    assert held(contactor) == {Fault.CONTACTOR_FAILED_TO_CLOSE}
     aux.reads(True)
-    assert contactor.faults() == frozenset()
+    assert held(contactor) == frozenset()
 
 
 async def test_active_low_feedback(factory: MockFactory) -> None:
@@ -203,3 +211,49 @@ async def test_a_cancelled_close_leaves_the_coil_off(factory: MockFactory) -> No
     with pytest.raises(asyncio.CancelledError):
         await closing
     assert factory.pin(COIL).state is False and not contactor.closed
+
+
+async def test_one_bad_read_of_the_aux_contact_is_no_fault(factory: MockFactory) -> None:
+    contactor = make(factory, feedback_pin=AUX)
+    aux = AuxContact(factory)
+    aux.reads(True)  # a spike on the line while commanded open
+    assert contactor.faults() == frozenset()
+    aux.reads(False)
+    assert held(contactor) == frozenset()
+    aux.reads(True)
+    contactor.faults()
+    aux.reads(False)  # two reads, then it went away: still no weld
+    assert held(contactor) == frozenset()
+
+
+async def test_a_bouncing_aux_contact_still_confirms_a_close(factory: MockFactory) -> None:
+    contactor = make(factory, feedback_pin=AUX)
+    aux = AuxContact(factory)
+    aux.reads(False)
+
+    async def bounce() -> None:
+        await asyncio.sleep(0.005)  # inside the settle time
+        for level in (True, False, True, False, True):
+            aux.reads(level)
+            await asyncio.sleep(0.001)
+
+    await asyncio.gather(contactor.close(), bounce())
+    assert contactor.closed and contactor.faults() == frozenset()
+
+
+async def test_open_now_drops_the_coil_synchronously_and_an_interlock_refuses_close(
+    factory: MockFactory,
+) -> None:
+    contactor = make(factory)
+    tripped = {"rcd": False}
+    contactor.add_interlock(lambda: "RCD tripped" if tripped["rcd"] else None)
+    await contactor.close()
+    tripped["rcd"] = True
+    contactor.open_now()  # no await: the coil is off when the call returns
+    assert factory.pin(COIL).state is False and not contactor.closed
+    with pytest.raises(ContactorError, match="RCD tripped"):
+        await contactor.close()
+    assert factory.pin(COIL).state is False
+    tripped["rcd"] = False
+    await contactor.close()
+    assert factory.pin(COIL).state is True

@@ -175,3 +175,47 @@ async def test_release_lets_the_solenoid_go_and_frees_the_pins(factory: MockFact
 def test_impossible_configurations_are_refused(factory: MockFactory, cfg: LockConfig) -> None:
     with pytest.raises(HardwareConfigError):
         GpioCableLock(cfg, pin_factory=factory)
+
+
+# --- the sense watched while locked, debounced ------------------------------------------
+
+
+def watched(lock: GpioCableLock, passes: int = 3) -> frozenset[Fault]:
+    """The faults after ``passes`` supervisor passes (each one reads the sense once)."""
+    for _ in range(passes - 1):
+        lock.faults()
+    return lock.faults()
+
+
+async def test_a_lock_lost_while_locked_is_a_fault_until_it_holds_again(
+    factory: MockFactory,
+) -> None:
+    mech = Mechanics(factory)
+    lock = GpioCableLock(
+        LockConfig(kind="motor", pins=(LOCK_PIN, UNLOCK_PIN), sense_pin=SENSE, pulse_s=0.01),
+        pin_factory=factory,
+        debounce_s=0.0,
+    )
+    await lock.lock()
+    assert watched(lock) == frozenset() and lock.locked
+    mech.sense.drive_low()  # the pin let go under the plug
+    assert watched(lock) == {Fault.LOCK_FAILURE}
+    assert not lock.locked
+    mech.sense.drive_high()
+    assert watched(lock) == frozenset()
+
+
+async def test_a_glitch_on_the_sense_is_not_a_lost_lock(factory: MockFactory) -> None:
+    mech = Mechanics(factory)
+    lock = GpioCableLock(
+        LockConfig(kind="motor", pins=(LOCK_PIN, UNLOCK_PIN), sense_pin=SENSE, pulse_s=0.01),
+        pin_factory=factory,
+        debounce_s=0.0,
+    )
+    await lock.lock()
+    mech.sense.drive_low()
+    assert watched(lock, passes=2) == frozenset()  # two reads: not yet believed
+    mech.sense.drive_high()
+    assert watched(lock, passes=5) == frozenset()
+    await lock.unlock()
+    assert watched(lock) == frozenset(), "an unlocked lock is not watched for loss"

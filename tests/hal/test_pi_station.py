@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,8 @@ from hal.config import (
     PilotConfig,
     ReaderConfig,
 )
-from hal.errors import HardwareConfigError, ReaderError
-from hal.interfaces import EvState, IndicatorState
+from hal.errors import HardwareConfigError
+from hal.interfaces import EvState, Fault, IndicatorState
 from hal.pi.contactor import GpioContactor
 from hal.pi.indicator import GpioIndicator
 from hal.pi.lock import GpioCableLock
@@ -31,14 +32,14 @@ def two_connectors(**reader) -> HardwareConfig:
         contactor=ContactorConfig(pin=17, feedback_pin=27, settle_s=0.01),
         lock=LockConfig(kind="motor", pins=(23, 24), sense_pin=22, pulse_s=0.01),
         led=LedConfig(kind="rgb", pins=(5, 6, 13)),
-        pilot=PilotConfig(pwm_pin=18, cp_channel=0, pp_channel=1),
+        pilot=PilotConfig(pwm_pin=18, cp_channel=0, pp_channel=1, pwm="lgpio"),
         meter_unit_id=1,
     )
     two = ConnectorConfig(
         contactor=ContactorConfig(pin=16, settle_s=0.01),
         lock=LockConfig(kind="none"),
         led=LedConfig(kind="single", pins=(26,)),
-        pilot=PilotConfig(pwm_pin=12, cp_channel=2, pp_channel=None),
+        pilot=PilotConfig(pwm_pin=12, cp_channel=2, pp_channel=None, pwm="lgpio"),
         meter_model="sdm120",
         meter_unit_id=2,
     )
@@ -231,20 +232,87 @@ async def test_mock_pin_factory_by_name_gives_an_idle_bench(tmp_path: Path) -> N
     await station.aclose()
 
 
-async def test_a_failing_reader_releases_everything_opened_before(
+async def test_the_reader_runs_on_the_stations_pin_factory(
     factory: Mcp3008MockFactory, tmp_path: Path
 ) -> None:
     pytest.importorskip("hal.pi.meter")
-    pytest.importorskip("hal.pi.rfid")
+    from hal.emulated import rc522 as emu
+
+    chip = emu.Rc522()
+    emu.attach(factory, chip, rst_pin=25)
+    cfg = two_connectors(reader=ReaderConfig(kind="rc522", poll_interval_s=0.01))
+    station = await open_pi_station(cfg, tmp_path, pin_factory=factory)
     try:
-        import mfrc522  # noqa: F401
-    except Exception:  # off a Pi it fails with ImportError or RuntimeError
-        pass
-    else:
-        pytest.skip("mfrc522 is importable here: the reader would really start")
+        assert station.reader is not None and station.reader.faults() == frozenset()
+        assert factory.pin(25).state == 1 and chip.antenna_on
+        chip.place(emu.Card("DEADBEEF"))
+        async with asyncio.timeout(5):
+            assert await station.reader.next_card() == "DEADBEEF"
+    finally:
+        await station.aclose()
+    assert all(factory.pin(p).function == "input" for p in (17, 18, 12, 5, 25))
+
+
+async def test_a_reader_that_does_not_answer_is_a_fault_not_a_failed_start(
+    factory: Mcp3008MockFactory, tmp_path: Path
+) -> None:
+    pytest.importorskip("hal.pi.meter")
+    from hal.emulated import rc522 as emu
+
+    chip = emu.Rc522()
+    chip.kill("silent")
+    emu.attach(factory, chip, rst_pin=25)
     cfg = two_connectors(reader=ReaderConfig(kind="rc522"))
-    with pytest.raises(ReaderError, match="RC522"):
-        await open_pi_station(cfg, tmp_path, pin_factory=factory)
-    assert all(factory.pin(p).function == "input" for p in (17, 18, 12, 5))
-    again = await open_pi_station(two_connectors(), tmp_path, pin_factory=factory)
-    await again.aclose()
+    station = await open_pi_station(cfg, tmp_path, pin_factory=factory)
+    try:
+        assert station.reader is not None
+        assert station.reader.faults() == {Fault.READER_FAILURE}
+    finally:
+        await station.aclose()
+
+
+def test_rcd_pins_are_checked_for_clashes() -> None:
+    from hal.config import RcdConfig
+
+    cfg = two_connectors()
+    one = cfg.connectors[0]
+    clash = ConnectorConfig(
+        contactor=one.contactor,
+        lock=one.lock,
+        led=one.led,
+        pilot=one.pilot,
+        rcd=RcdConfig(fault_pin=22, test_pin=4),
+    )
+    with pytest.raises(HardwareConfigError, match="GPIO22 is used twice: by connector 1 lock"):
+        check_pins(HardwareConfig(driver="pi", connectors=(clash,), reader=NO_READER))
+
+
+async def test_an_assembled_rcd_trip_drops_that_connectors_coil(
+    factory: Mcp3008MockFactory, tmp_path: Path
+) -> None:
+    pytest.importorskip("hal.pi.meter")
+    from hal.config import RcdConfig
+
+    cfg = two_connectors()
+    one = cfg.connectors[0]
+    with_rcd = ConnectorConfig(
+        contactor=one.contactor,
+        lock=one.lock,
+        led=one.led,
+        pilot=one.pilot,
+        rcd=RcdConfig(fault_pin=4, test_pin=20),
+    )
+    cfg = HardwareConfig(driver="pi", connectors=(with_rcd, cfg.connectors[1]), reader=NO_READER)
+    station = await open_pi_station(cfg, tmp_path, pin_factory=factory)
+    try:
+        first, second = station.connectors
+        assert first.rcd is not None and first.rcd.can_self_test and second.rcd is None
+        factory.pin(27).drive_high()  # the aux contact follows the coil
+        await first.contactor.close()
+        await second.contactor.close()
+        factory.pin(4).drive_high()  # the monitor of connector 1 trips
+        assert not factory.pin(17).state and factory.pin(16).state
+        assert first.rcd.faults() == {Fault.RCD_TRIPPED}
+    finally:
+        await station.aclose()
+    assert factory.pin(4).function == "input" and factory.pin(20).function == "input"

@@ -9,8 +9,13 @@ import pytest
 from hal.errors import PilotError
 from hal.interfaces import EvState
 from hal.pilot_math import (
+    adc_stuck,
     cable_capacity_for_resistance,
+    cp_state,
     current_for_duty,
+    debounce,
+    debounce_step,
+    dense_run_needed_s,
     duty_for_current,
     state_for_voltage,
 )
@@ -172,3 +177,108 @@ def test_cable_capacity(ohm: float | None, amps: int | None) -> None:
 def test_a_shorted_pp_line_raises(ohm: float) -> None:
     with pytest.raises(PilotError, match="shorted"):
         cable_capacity_for_resistance(ohm)
+
+
+# --- cp_state: a burst's high and low levels, judged for plausibility -------------------
+
+
+@pytest.mark.parametrize(
+    ("high", "low", "state"),
+    [
+        # steady line (no low side judged)
+        (12.0, None, EvState.A),
+        (13.25, None, EvState.A),
+        (10.75, None, EvState.A),
+        (9.0, None, EvState.B),
+        (10.25, None, EvState.B),
+        (7.75, None, EvState.B),
+        (6.0, None, EvState.C),
+        (7.25, None, EvState.C),
+        (4.75, None, EvState.C),
+        (3.0, None, EvState.D),
+        (1.75, None, EvState.D),
+        (4.25, None, EvState.D),
+        (1.5, None, EvState.E),
+        (0.0, None, EvState.E),
+        (-1.5, None, EvState.E),
+        (-1.51, None, EvState.F),
+        (-12.0, None, EvState.F),
+        # positive levels outside every band: implausible
+        (13.3, None, None),
+        (10.5, None, None),
+        (7.5, None, None),
+        (4.5, None, None),
+        (1.6, None, None),
+        (math.nan, None, None),
+        # under PWM: the EV's diode holds the low side at -12 V
+        (9.0, -12.0, EvState.B),
+        (6.0, -10.5, EvState.C),
+        (6.0, -10.4, EvState.F),  # diode shorted: the low side follows the EV's resistor
+        (6.0, -6.0, EvState.F),
+        (9.0, -1.51, EvState.F),
+        (9.0, -1.5, None),  # never went negative: the generator's -12 V is gone
+        (9.0, 0.0, None),
+        (0.0, 0.0, EvState.E),  # a shorted line says nothing about the low side
+        (-12.0, -12.0, EvState.F),
+        (9.0, math.nan, None),
+    ],
+)
+def test_cp_state(high: float, low: float | None, state: EvState | None) -> None:
+    assert cp_state(high, low) is state
+
+
+@pytest.mark.parametrize(
+    ("raws", "running", "stuck"),
+    [
+        ((0, 0, 0), False, True),
+        ((0, 0, 0), True, True),
+        ((1023, 1023), True, True),
+        ((1023, 1023), False, False),  # a steady +12 V at full scale is healthy
+        ((1023, 0, 1023), True, False),
+        ((512, 512), True, False),  # one level, not a rail: judged by cp_state
+        ((0, 1), False, False),
+        ((), True, False),
+    ],
+)
+def test_adc_stuck(raws: tuple[int, ...], running: bool, stuck: bool) -> None:
+    assert adc_stuck(raws, pwm_running=running, full_scale=1023) is stuck
+
+
+@pytest.mark.parametrize(
+    ("duty", "run_ms", "gap_us"),
+    [(0.1, 1.1, 85.0), (0.5, 1.5, 425.0), (0.96, 1.96, 816.0)],
+)
+def test_dense_run_needed(duty: float, run_ms: float, gap_us: float) -> None:
+    run_s, gap_s = dense_run_needed_s(duty, 1e-3)
+    assert run_s * 1e3 == pytest.approx(run_ms) and gap_s * 1e6 == pytest.approx(gap_us)
+
+
+@pytest.mark.parametrize("duty", [0.0, 1.0])
+def test_a_steady_line_needs_no_run(duty: float) -> None:
+    assert dense_run_needed_s(duty, 1e-3) == (0.0, math.inf)
+
+
+@pytest.mark.parametrize(
+    ("accepted", "readings", "n", "result"),
+    [
+        ("C", ["F", "F", "F"], 3, "F"),
+        ("C", ["F", "F"], 3, "C"),
+        ("C", ["F", "C", "F", "F"], 3, "C"),  # an agreeing reading resets the count
+        ("C", ["F", "E", "F", "F"], 3, "C"),  # so does a third value
+        ("C", ["F", "E", "E", "E"], 3, "E"),
+        ("C", ["F"], 1, "F"),
+        (None, ["A", "A"], 2, "A"),
+        (None, ["A"], 2, None),
+    ],
+)
+def test_debounce(accepted, readings, n: int, result) -> None:
+    assert debounce(accepted, readings, n) == result
+
+
+def test_debounce_step_reports_the_pending_candidate() -> None:
+    assert debounce_step("C", None, 0, "F", 3) == ("C", "F", 1)
+    assert debounce_step("C", "F", 1, "F", 3) == ("C", "F", 2)
+    assert debounce_step("C", "F", 2, "F", 3) == ("F", None, 0)
+    assert debounce_step("C", "F", 2, "C", 3) == ("C", None, 0)
+    with pytest.raises(ValueError):
+        debounce_step("C", None, 0, "F", 0)

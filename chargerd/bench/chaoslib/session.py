@@ -45,6 +45,7 @@ from chargerd.bench.chaoslib.injections import (
 )
 from chargerd.bench.chaoslib.invariants import check_session
 from chargerd.bench.chaoslib.journal import Journal
+from chargerd.bench.chaoslib.profiles import ProfileDriver, check_profiles
 from chargerd.bench.chaoslib.records import DiskFull, Event, FaultWindow, Knowledge, Verdict
 from chargerd.bench.chaoslib.station import Station
 from chargerd.bench.csms.csms import BenchCsms, CsmsCallError
@@ -129,6 +130,10 @@ class ChaosSession(Injections):
         self.next_injection = 0.0
         self.cut_armed = False
         self.st: Station
+        # Smart charging: random profiles, from a generator of their own.
+        self.profiles = ProfileDriver(
+            random.Random(f"chargerd-chaos-profiles-{spec.seed}-{spec.index}"), self.connectors
+        )
 
     # -- the run ------------------------------------------------------------------------------
 
@@ -190,6 +195,7 @@ class ChaosSession(Injections):
         knowledge.disk_full = list(self.disk_full)
         knowledge.unexpected_exits = list(self.st.unexpected_exits)
         verdict = check_session(journal.exchanges, knowledge)
+        check_profiles(knowledge.samples, self.profiles.requests, verdict)
         return SessionResult(
             index=spec.index,
             cp_id=self.cp_id,
@@ -281,6 +287,7 @@ class ChaosSession(Injections):
                 options += [(4, "card_start"), (0.6, "remote_start"), (0.2, "blocked_card")]
         if in_tx:
             options += [(1.0, "card_stop"), (0.6, "remote_stop")]
+        options.append((0.8, "profile"))
         (name,) = self.rng.choices([n for _, n in options], [w for w, _ in options])
         await getattr(self, f"_do_{name}")(c)
 
@@ -348,6 +355,14 @@ class ChaosSession(Injections):
         payload = {"idTag": self._free_card(), "connectorId": c["id"]}
         with contextlib.suppress(CsmsCallError, TimeoutError, ConnectionError, OSError):
             await self.st.csms.call(self.cp_id, "RemoteStartTransaction", payload, timeout=5)
+
+    async def _do_profile(self, c: dict) -> None:
+        if self._csms_reachable():
+            await self.profiles.step(
+                self.st.csms,
+                self.cp_id,
+                (CsmsCallError, TimeoutError, ConnectionError, OSError),
+            )
 
     async def _do_remote_stop(self, c: dict) -> None:
         tid = c.get("transaction_id")

@@ -39,6 +39,7 @@ def trim_status(st: dict[str, Any]) -> dict[str, Any]:
         "transaction_local_id",
         "transaction_id",
         "id_tag",
+        "offered_current_a",
     )
     ocpp = st.get("ocpp", {})
     return {
