@@ -301,6 +301,28 @@ def format_status(status: dict[str, Any]) -> list[str]:
         f"  outbox {_text(oc.get('outbox_pending'))}"
         f"  last heartbeat {_text(oc.get('last_heartbeat'))}"
     )
+    lines += _reservation_lines(status)
+    return lines
+
+
+def _reservation_lines(status: dict[str, Any]) -> list[str]:
+    """Reservations (per connector, 0 = any) and the Local Auth List, when the daemon has them."""
+    lines: list[str] = []
+    if "reservations" in status:
+        held = [
+            f"#{_text(r.get('reservation_id'))} connector {_text(r.get('connector_id'))}"
+            f" for {_text(r.get('id_tag'))} until {_text(r.get('expiry_date'))}"
+            for r in _as_list(status.get("reservations"))
+            if isinstance(r, dict)
+        ]
+        lines.append("reservations: " + ("; ".join(held) if held else "none"))
+    lst = status.get("local_list")
+    if isinstance(lst, dict):
+        state = "" if lst.get("enabled", True) else " (disabled)"
+        lines.append(
+            f"local list: version {_text(lst.get('version'))},"
+            f" {_text(lst.get('entries'))} entries{state}"
+        )
     return lines
 
 

@@ -113,6 +113,8 @@ class PathsConfig:
 @dataclass(frozen=True, slots=True)
 class LoggingConfig:
     level: str = "INFO"
+    # idTags are personal data: mask them in logs and the frame log (****BEEF).
+    redact_id_tags: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,6 +391,7 @@ class _Loader:
             expected="one of " + ", ".join(LOG_LEVELS),
             pattern=re.compile("^(?i:" + "|".join(LOG_LEVELS) + ")$"),
         )
+        redact = logging_t.boolean("redact_id_tags", False)
         logging_t.finish()
         ocpp = self.ocpp(top.table("ocpp"))
         top.finish()
@@ -398,7 +401,7 @@ class _Loader:
             csms=csms,
             hardware=hardware,
             paths=paths,
-            logging=LoggingConfig(level=level.upper()),
+            logging=LoggingConfig(level=level.upper(), redact_id_tags=redact),
             ocpp=ocpp,
         )
 
@@ -524,6 +527,12 @@ class _Loader:
             poll_interval_s=t.number("poll_interval_s", d.poll_interval_s, positive=True),
             id_tag_format=t.string("id_tag_format", d.id_tag_format, choices=ID_TAG_FORMATS),
         )
+        if cfg.kind == "rc522" and cfg.rst_pin in SPI0_PINS:
+            raise t.fail(
+                "rst_pin",
+                cfg.rst_pin,
+                f"a free GPIO (GPIO {cfg.rst_pin} is {SPI0_PINS[cfg.rst_pin]})",
+            )
         t.finish()
         return cfg
 
@@ -551,7 +560,7 @@ class _Loader:
         cfg = MockConfig(
             voltage_v=t.number("voltage_v", d.voltage_v, lo=100.0, hi=480.0),
             ev_max_current_a=t.number("ev_max_current_a", d.ev_max_current_a, lo=6.0, hi=80.0),
-            ev_phases=t.integer("ev_phases", d.ev_phases, allowed=(1, 2, 3)),
+            ev_phases=t.integer("ev_phases", d.ev_phases, allowed=(1, 3)),  # as IEC 61851 EVs
             cable_capacity_a=t.integer(
                 "cable_capacity_a", d.cable_capacity_a, allowed=(13, 20, 32, 63, 70)
             ),

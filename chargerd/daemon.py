@@ -21,20 +21,43 @@ from pathlib import Path
 from chargerd import __version__
 from chargerd.clock import SystemClock
 from chargerd.config import Config, ConfigError, load_config
+from chargerd.privacy import Redactor
 
 log = logging.getLogger("chargerd")
+
+#: The optional profiles whose modules are wired below (SupportedFeatureProfiles).
+WIRED_PROFILES = ("Core", "LocalAuthListManagement", "Reservation", "RemoteTrigger")
+
+
+def declare_feature_keys(svc, *, connectors: int) -> None:
+    """Every feature's configuration keys, before the [ocpp] table is applied."""
+    from chargerd.features import local_list, metering, reservations
+    from chargerd.features.configuration import declare_core_keys
+
+    declare_core_keys(
+        svc,
+        connectors=connectors,
+        supported_measurands=metering.SUPPORTED_MEASURANDS,
+        feature_profiles=WIRED_PROFILES,
+    )
+    local_list.declare_keys(svc)
+    reservations.declare_keys(svc)
 
 
 class Daemon:
     """Owns the tasks and the order of start and stop; services own the behaviour."""
 
-    def __init__(self, cfg: Config, *, config_path: Path | None = None) -> None:
+    def __init__(
+        self, cfg: Config, *, config_path: Path | None = None, redactor: Redactor | None = None
+    ) -> None:
         self.cfg = cfg
         self.config_path = config_path
+        self.redactor = redactor  # [logging] redact_id_tags: masks idTags in the frame log
         self.clock = SystemClock()
         self._tasks: list[asyncio.Task] = []
         self._stopping = asyncio.Event()
         self._restart_reason: str | None = None
+        self._died: str | None = None  # the task whose death stopped us: exit non-zero
         self.started_at = self.clock.monotonic()
 
     # -- build -------------------------------------------------------------------------
@@ -47,11 +70,13 @@ class Daemon:
         from chargerd.features.availability import AvailabilityService
         from chargerd.features.boot import BootService, Identity
         from chargerd.features.cards import CardService
-        from chargerd.features.configuration import ConfigurationService, declare_core_keys
+        from chargerd.features.configuration import ConfigurationService
         from chargerd.features.connectors import ConnectorRuntime, ConnectorSupervisor
+        from chargerd.features.local_list import LocalAuthList
         from chargerd.features.outbox import Outbox
         from chargerd.features.powerloss import max_power_w as metering_max_power_w
         from chargerd.features.remote import RemoteService
+        from chargerd.features.reservations import ReservationService
         from chargerd.features.smart_charging import (
             Electrical,
             SmartChargingService,
@@ -59,6 +84,7 @@ class Daemon:
         )
         from chargerd.features.status_report import StatusPublisher
         from chargerd.features.transactions import TransactionService
+        from chargerd.features.trigger import TriggerService
         from chargerd.link import FrameLog, Link, LinkError
         from chargerd.store import Store
 
@@ -73,18 +99,17 @@ class Daemon:
 
         n = cfg.station.connectors
         self.config = ConfigurationService(self.store)
-        declare_core_keys(
-            self.config, connectors=n, supported_measurands=metering.SUPPORTED_MEASURANDS
-        )
+        declare_feature_keys(self.config, connectors=n)
         declare_smart_charging_keys(self.config)
         try:
             self.config.apply_initial(dict(cfg.ocpp))
         except ValueError as exc:
-            raise ConfigError(f"{self.config_path or 'configuration'}: {exc}") from exc
+            source = self.config_path or cfg.source
+            raise ConfigError(f"{source}: {exc}", path=Path(source)) from None
 
         self.hardware = await self._open_hardware()
 
-        self.frame_log = FrameLog(clock=self.clock)
+        self.frame_log = FrameLog(clock=self.clock, redactor=self.redactor)
         self.link = Link(
             url=cfg.csms.url,
             charge_point_id=cfg.station.charge_point_id,
@@ -97,7 +122,11 @@ class Daemon:
             ssl_context=self._ssl_context(),
         )
         self.cache = AuthorizationCache(self.store, self.clock, self.config)
-        self.authorizer = Authorizer(self.cache, self.link, self.config, self.clock)
+        self.local_list = LocalAuthList(self.store, self.config)
+        self.cache.in_local_list = self.local_list.contains
+        self.authorizer = Authorizer(
+            self.cache, self.link, self.config, self.clock, local_list=self.local_list.get
+        )
         self.outbox = Outbox(
             self.store,
             self.clock,
@@ -139,9 +168,16 @@ class Daemon:
             transactions=self.transactions,
             config=self.config,
             clock=self.clock,
-            report_status=self.status.report,
+            report_status=self._report_status,
             max_current_a=cfg.station.max_current_a,
             ventilated=cfg.station.ventilation,
+        )
+        self.reservations = ReservationService(
+            store=self.store,
+            clock=self.clock,
+            config=self.config,
+            supervisor=self.supervisor,
+            parent_of=lambda tag: self.local_list.get(tag) or self.cache.get(tag),
         )
         self.availability = AvailabilityService(store=self.store, supervisor=self.supervisor)
         self.availability.restore()
@@ -165,6 +201,16 @@ class Daemon:
             online=self.boot.online,
             restart=self.request_restart,
         )
+        self.trigger = TriggerService(
+            supervisor=self.supervisor,
+            config=self.config,
+            clock=self.clock,
+            call=self.link.call,
+            send_boot=self.boot.send_boot_notification,
+            send_heartbeat=self.boot.send_heartbeat,
+            station_status=lambda: self.supervisor.station_status(self._reader_faults()),
+            errors=(LinkError,),
+        )
         self.smart_charging = SmartChargingService(
             store=self.store,
             config=self.config,
@@ -177,6 +223,8 @@ class Daemon:
         self.remote.check_charging_profile = self.smart_charging.accept_remote_profile
         self.link.register(self.smart_charging)
         for feature in (self.config, self.cache, self.remote, self.availability):
+            self.link.register(feature)
+        for feature in (self.local_list, self.reservations, self.trigger):
             self.link.register(feature)
         self.link.add_connect_listener(self.boot.on_connect)
         self.link.add_disconnect_listener(self.boot.on_disconnect)
@@ -194,6 +242,10 @@ class Daemon:
             Path(cfg.paths.control_socket),
             **build_commands(self),
         )
+
+    def _report_status(self, connector_id: int, status: str, error_code: str) -> None:
+        self.status.report(connector_id, status, error_code)
+        self.reservations.connector_status(connector_id, status)
 
     async def _open_hardware(self):
         cfg = self.cfg
@@ -250,6 +302,7 @@ class Daemon:
 
     async def run(self) -> int:
         from chargerd import sdnotify
+        from chargerd.features import retention
         from chargerd.link import (
             CallErrorReceived,
             CallResultInvalid,
@@ -277,6 +330,8 @@ class Daemon:
             "status": self.status.run(),
             "sampler": self.sampler.periodic.run(),
             "aligned": self.sampler.aligned_loop(),
+            "reservations": self.reservations.run(),
+            "retention": retention.run(self.store, self.clock),  # idTags: 30 days
             "smart_charging": self.smart_charging.run(),
         }
         if self.hardware.reader is not None:
@@ -303,7 +358,8 @@ class Daemon:
         if self._restart_reason:
             log.warning("restarting chargerd (%s)", self._restart_reason)
             os.execv(sys.executable, [sys.executable, "-m", "chargerd.daemon", *sys.argv[1:]])
-        return 0
+        # A task that died is a failure: systemd must not record it as a clean stop.
+        return 1 if self._died else 0
 
     def _task_died(self, task: asyncio.Task) -> None:
         if task.cancelled() or self._stopping.is_set():
@@ -315,6 +371,7 @@ class Daemon:
             exc,
             exc_info=exc,
         )
+        self._died = task.get_name()
         self._stopping.set()
 
     async def request_restart(self, reason: str) -> None:
@@ -347,17 +404,12 @@ def check_ocpp_keys(cfg: Config) -> None:
     """Validate the [ocpp] table against the declared keys, without touching the state dir."""
     import tempfile
 
-    from chargerd.features import metering
-    from chargerd.features.configuration import ConfigurationService, declare_core_keys
+    from chargerd.features.configuration import ConfigurationService
     from chargerd.store import Store
 
     with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp) / "check.db") as store:
         svc = ConfigurationService(store)
-        declare_core_keys(
-            svc,
-            connectors=cfg.station.connectors,
-            supported_measurands=metering.SUPPORTED_MEASURANDS,
-        )
+        declare_feature_keys(svc, connectors=cfg.station.connectors)
         from chargerd.features.smart_charging import declare_smart_charging_keys
 
         declare_smart_charging_keys(svc)
@@ -373,32 +425,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"chargerd {__version__}")
     args = parser.parse_args(argv)
     path = args.check_config or args.config
-    try:
-        cfg = load_config(path)
-    except ConfigError as exc:
-        print(f"chargerd: {exc}", file=sys.stderr)
-        return 2
-    if args.check_config:
-        try:
-            check_ocpp_keys(cfg)
-        except ValueError as exc:
-            print(f"chargerd: {path}: {exc}", file=sys.stderr)
-            return 2
-        print(f"{path}: configuration OK")
-        return 0
-    from chargerd.logs import setup_logging
+    from chargerd import startup
 
-    setup_logging(cfg.logging.level, log_file=cfg.paths.log_file)
+    def say(line: str) -> None:
+        print(line, file=sys.stderr)
+
+    # --check-config and the start run the same checks and print the same line.
+    status = startup.run_guarded(lambda: _preflight(path), stderr_print=say)
+    if status or args.check_config:
+        if not status:
+            print(f"{path}: configuration OK")
+        return status
+    return startup.run_guarded(lambda: _start(load_config(path), path), stderr_print=say)
+
+
+def _preflight(path: Path) -> int:
+    from chargerd.startup import check_environment
+
+    cfg = load_config(path)
+    try:
+        check_ocpp_keys(cfg)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}", path=path) from None
+    check_environment(cfg)
+    return 0
+
+
+def _start(cfg: Config, path: Path) -> int:
+    from chargerd.logs import setup_logging
+    from chargerd.startup import make_private
+
+    os.umask(0o077)  # idTags are personal data: state files 0600, directories 0700
+    redactor = Redactor() if cfg.logging.redact_id_tags else None
+    setup_logging(cfg.logging.level, log_file=cfg.paths.log_file, redactor=redactor)
+    make_private(cfg)
     # Libraries' own chatter (every websocket frame, every Modbus timeout) drowns what a
     # technician needs; our frame log and fault logs already say it once, better.
     for noisy in ("websockets", "pymodbus"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-    try:
-        return asyncio.run(Daemon(cfg, config_path=path).run())
-    except ConfigError as exc:
-        print(f"chargerd: {exc}", file=sys.stderr)
-        return 2
+    return asyncio.run(Daemon(cfg, config_path=path, redactor=redactor).run())
 
 
 if __name__ == "__main__":

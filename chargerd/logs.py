@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from chargerd.clock import iso
+from chargerd.privacy import RedactFilter, Redactor
 
 _MARK = "_chargerd_handler"  # set on the handlers we install, so a second call replaces them
 # Keys python-systemd's JournalHandler sets itself; a field of the same name is renamed.
@@ -168,12 +169,16 @@ def _journal_handler() -> logging.Handler | None:
     return handler
 
 
-def setup_logging(level: str, *, log_file: Path | None = None) -> None:
+def setup_logging(
+    level: str, *, log_file: Path | None = None, redactor: Redactor | None = None
+) -> None:
     """Install the daemon's handlers on the root logger (again: replaces ours).
 
     Under systemd (stderr is the journal, or INVOCATION_ID is set) the journal
     gets structured fields through systemd-python if installed, else prefixed
     text on stderr.  ``log_file`` adds a plain-text file, for a bench.
+    ``redactor`` masks idTags in every record (``[logging] redact_id_tags``),
+    before the journal fields are copied.
     """
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
@@ -201,6 +206,8 @@ def setup_logging(level: str, *, log_file: Path | None = None) -> None:
         handlers.append(file_handler)
 
     for handler in handlers:
+        if redactor is not None:
+            handler.addFilter(RedactFilter(redactor))
         handler.addFilter(JournalFieldsFilter())
         setattr(handler, _MARK, True)
         root.addHandler(handler)

@@ -41,6 +41,9 @@ FIGURES = {
     "replay_backlog_time",
     "replay_backlog_gap",
     "replay_backlog_cpu",
+    "trigger_to_message",
+    "local_list_full",
+    "local_list_differential",
 }
 #: Figures a daemon may legitimately not offer (it answers NotSupported), reported as skipped.
 OPTIONAL = {"resp_trigger_message"}
@@ -56,6 +59,8 @@ TARGETED = {
     "rss_charging",
     "replay_live_rate",
     "replay_backlog_rate",
+    "trigger_to_message",
+    "local_list_full",
 }
 
 

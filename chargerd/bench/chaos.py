@@ -52,6 +52,10 @@ HEADLINE = (
     "transactions refused on a full disk",
     "charges stopped on a full disk",
     "meter register behind after a kill (mock persists 1/s)",
+    "reservations checked",
+    "starts checked against reservations",
+    "list versions checked on disk",
+    "SendLocalList with a kill -9 behind it",
     "charging profiles sent",
     "offered currents checked against the profiles",
 )

@@ -80,8 +80,9 @@ def scenario(sock: Path) -> int:
     step("card", "sim", "card", DEMO_CARD)
     step("charge", "sim", "charge", "1")
     st = wait(
-        lambda s: s["connectors"][0]["status"] == "Charging"
-        and (s["connectors"][0]["power_w"] or 0) > 0
+        lambda s: (
+            s["connectors"][0]["status"] == "Charging" and (s["connectors"][0]["power_w"] or 0) > 0
+        )
     )
     c = st.get("connectors", [{}])[0]
     print(

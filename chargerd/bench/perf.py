@@ -50,7 +50,9 @@ PHASES: list[tuple[str, tuple[str, ...]]] = [
     ("remote_sessions", ("remote_start_to_start_tx", "remote_stop_to_stop_tx")),
     ("card_sessions", ("card_to_authorize", "card_to_contactor")),
     ("charging", ("rss_charging", "cpu_charging_percent")),
+    ("remote_trigger", ("trigger_to_message",)),
     ("stop_main", ()),
+    ("local_list", ("local_list_full", "local_list_differential")),
     ("replay_live", ("replay_live_rate", "replay_live_time")),
     (
         "replay_backlog",
@@ -59,7 +61,14 @@ PHASES: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 #: Phases that need the main station the earlier phases set up.
-_NEEDS_MAIN = {"idle", "responses", "remote_sessions", "card_sessions", "charging"}
+_NEEDS_MAIN = {
+    "idle",
+    "responses",
+    "remote_sessions",
+    "card_sessions",
+    "charging",
+    "remote_trigger",
+}
 
 
 async def run(plan: Plan, workdir: Path, *, progress: bool = True) -> list[Figure]:

@@ -70,10 +70,11 @@ class StationRig:
         self.log_level = log_level
         self.mock = mock or {}
         self.extra_toml = extra_toml
-        # More [csms] keys: security_profile, basic_auth_password, ca_file...
-        self.csms = {"security_profile": 0, **(csms or {})}
         # Extra environment for the daemon, e.g. NOTIFY_SOCKET so a bench can see READY=1.
         self.env = dict(env or {})
+        # More [csms] keys: security_profile, basic_auth_password, ca_file, max_frame_bytes
+        # (a 10,000-entry SendLocalList)...
+        self.csms_options = {"security_profile": 0, **(csms or {})}
         self.state_dir = self.workdir / "state"
         # unix socket paths are short-lived and limited to ~107 bytes
         self.socket = Path(f"/tmp/chargerd-rig-{os.getpid()}-{id(self):x}.sock")
@@ -93,7 +94,7 @@ class StationRig:
             "",
             "[csms]",
             f'url = "{self.csms_url}"',
-            *(f"{k} = {_toml_value(v)}" for k, v in self.csms.items()),
+            *(f"{k} = {_toml_value(v)}" for k, v in self.csms_options.items()),
             "",
             "[paths]",
             f'state_dir = "{self.state_dir}"',

@@ -22,7 +22,7 @@ from hal.idtag import normalize_presented
 from hal.interfaces import IndicatorState
 
 if TYPE_CHECKING:
-    from chargerd.daemon import Daemon
+    from chargerd.control.view import DaemonView as Daemon  # not daemon.py: no import circle
     from chargerd.features.connectors import ConnectorRuntime
 
 
@@ -86,9 +86,15 @@ class Commands:
             else (conn.authorization.id_tag if conn.authorization else None),
             "operative": conn.operative,
             "faults": sorted(conn.faults),
+            "reservation": self._reservation_of(conn.id),
             **self._smart_charging_of(conn),
             "rcd_tripped": hw.rcd.tripped if hw.rcd is not None else None,
         }
+
+    def _reservation_of(self, connector_id: int) -> dict[str, Any] | None:
+        reservations = getattr(self.d, "reservations", None)
+        r = reservations.of_connector(connector_id) if reservations is not None else None
+        return r.to_json() if r is not None else None
 
     def _smart_charging_of(self, conn: ConnectorRuntime) -> dict[str, Any]:
         """limit_a / limit_source: the smart-charging limit in force and where it comes from."""
@@ -126,7 +132,22 @@ class Commands:
             "connectors": [self.connector_status(c) for c in d.supervisor.connectors.values()],
             "reader": {"faults": reader_faults, "last_card": d.cards.last_card},
             "faults": faults,
+            **self._reservations_and_list(),
         }
+
+    def _reservations_and_list(self) -> dict[str, Any]:
+        """Every reservation (connector 0 ones too) and the Local Auth List's version."""
+        d = self.d
+        out: dict[str, Any] = {}
+        if getattr(d, "reservations", None) is not None:
+            out["reservations"] = [r.to_json() for r in d.reservations.all()]
+        if getattr(d, "local_list", None) is not None:
+            out["local_list"] = {
+                "enabled": d.local_list.enabled,
+                "version": d.local_list.version(),
+                "entries": len(d.local_list),
+            }
+        return out
 
     def _meter_of(self, conn: ConnectorRuntime) -> dict:
         s = conn.sample
@@ -177,8 +198,11 @@ class Commands:
         key, value = args.get("key"), args.get("value")
         if not isinstance(key, str) or value is None:
             raise CommandUsageError("config.set needs a key and a value")
-        status = self.d.config.set(key, str(value))
-        return {"status": str(status)}
+        change = self.d.config.change(key, str(value), by="the technician (chargerctl)")
+        answer = {"status": str(change.status)}
+        if change.reason:
+            answer["reason"] = change.reason
+        return answer
 
     # -- self tests ---------------------------------------------------------------------------
 

@@ -59,6 +59,9 @@ class AuthorizationCache:
         self._clock = clock
         self._config = config
         self.max_entries = max_entries
+        # The Local Auth List plugs in here: an idTag on the operator's list is never
+        # cached (OCPP 1.6 §3.5.1), so that the list stays the only word on it.
+        self.in_local_list: Callable[[str], bool] = lambda _id_tag: False
 
     @property
     def enabled(self) -> bool:
@@ -101,6 +104,8 @@ class AuthorizationCache:
                 log.warning("idTagInfo %r for %s not cached: malformed", id_tag_info, id_tag)
                 return
         if info.status == AuthorizationStatus.concurrent_tx:
+            return
+        if self.in_local_list(id_tag):
             return
         now = iso(self._clock.now())
         with self._store.transaction():

@@ -132,7 +132,10 @@ class BootService:
         self.registration = status
         if status == "Accepted":
             if interval > 0:
-                self._config.set_internal("HeartbeatInterval", interval)
+                try:
+                    self._config.set_internal("HeartbeatInterval", interval)
+                except ValueError as exc:  # out of the key's bounds: keep the current one
+                    log.warning("heartbeat interval of the CSMS not used: %s", exc)
             self.registered.set()
             self._heartbeat_wake.set()
             log.info("registered with the CSMS (heartbeat every %ss)", interval or "?")
@@ -147,7 +150,22 @@ class BootService:
         except TimeoutError:
             pass
 
+    async def send_boot_notification(self) -> None:
+        """One BootNotification now (TriggerMessage), its answer applied as at boot."""
+        await self._boot_once()
+
     # -- heartbeat ----------------------------------------------------------------------
+
+    async def send_heartbeat(self) -> None:
+        """One Heartbeat now (TriggerMessage); the CSMS's time is adopted.  Never raises."""
+        try:
+            result = await self._link.call("Heartbeat", {})
+            self._clock.adjust_to(parse_iso(result["currentTime"]))
+            self.last_heartbeat = iso(self._clock.now())
+        except self._errors as exc:
+            log.info("Heartbeat not answered: %s", exc)
+        except (KeyError, ValueError):
+            log.warning("Heartbeat result without a usable currentTime")
 
     def heartbeat_changed(self) -> None:
         self._heartbeat_wake.set()

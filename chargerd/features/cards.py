@@ -154,8 +154,9 @@ class CardService:
         if info.status != "Accepted":
             log.warning("card %s refused: %s", uid, info.status)
             return CardOutcome("refused", f"refused: {info.status}", status=str(info.status))
-        target = self._sup.first_free()
+        target = self._sup.first_free(id_tag=uid, parent_id_tag=info.parent_id_tag)
         if target is None:
+            log.warning("card %s: no connector free for it (reservations)", uid)
             return CardOutcome("no_connector", "no connector free")
         self._sup.grant(target, id_tag=uid, parent_id_tag=info.parent_id_tag)
         log.info("card %s accepted for connector %d", uid, target.id)

@@ -20,6 +20,14 @@ Where a value comes from, highest precedence first:
 
 Keys are CiString50 and matched case-insensitively; values travel as strings
 (booleans as ``true``/``false``, lists as comma-separated lists, CSL).
+
+Every key has bounds: an integer key a range (``declare_int(name, default, lo,
+hi)``; an integer declared without one is held to 0..2**31-1, what a CSMS's
+32-bit column and every timer here can take), a string a maximum length, a list
+its allowed items and a maximum count.  One value out of bounds once put the
+station in a crash loop (an interval too large for a timer, persisted, then
+fatal at every start); now it is Rejected with a reason, refused in the config
+file, and a stored one is dropped in favour of the default at start.
 """
 
 from __future__ import annotations
@@ -27,7 +35,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from ocpp.exceptions import OccurenceConstraintViolationError
@@ -36,100 +43,25 @@ from ocpp.v16 import call_result
 from ocpp.v16.datatypes import KeyValue
 from ocpp.v16.enums import Action, ConfigurationStatus
 
+from chargerd.features.config_values import (  # noqa: F401 (re-exported)
+    CSL,
+    INT_MAX,
+    MAX_VALUE_LENGTH,
+    TYPE_NAMES,
+    Change,
+    Listener,
+    Validator,
+    _coerce,
+    _Key,
+    _parse,
+    at_least,
+    csl_of,
+    in_range,
+    wire,
+)
 from chargerd.store import Store
 
 log = logging.getLogger(__name__)
-
-MAX_VALUE_LENGTH = 500  # ChangeConfiguration.req value: CiString500
-
-Validator = Callable[[Any], "str | None"]
-Listener = Callable[[Any], None]
-
-
-class CSL(tuple[str, ...]):
-    """A comma-separated list value; ``str()`` gives the wire form."""
-
-    __slots__ = ()
-
-    def __new__(cls, items: Iterable[str] = ()) -> CSL:
-        return super().__new__(cls, tuple(items))
-
-    @classmethod
-    def parse(cls, text: str) -> CSL:
-        """Split on commas; an empty string is the empty list, an empty item is an error."""
-        if not text.strip():
-            return cls()
-        items = [part.strip() for part in text.split(",")]
-        if any(not item for item in items):
-            raise ValueError(f"empty item in the list {text!r}")
-        return cls(items)
-
-    def __str__(self) -> str:
-        return ",".join(self)
-
-    def __repr__(self) -> str:
-        return f"CSL({str(self)!r})"
-
-
-_TYPE_NAMES = {bool: "a boolean", int: "an integer", str: "a string", CSL: "a comma-separated list"}
-
-
-def _parse(kind: type, text: str) -> Any:
-    """A wire string as a typed value; ValueError with a readable reason."""
-    if kind is bool:
-        lowered = text.strip().lower()
-        if lowered not in ("true", "false"):
-            raise ValueError(f"{text!r} is not true or false")
-        return lowered == "true"
-    if kind is int:
-        if not re.fullmatch(r"\s*[+-]?\d+\s*", text):
-            raise ValueError(f"{text!r} is not an integer")
-        return int(text)
-    if kind is CSL:
-        return CSL.parse(text)
-    return text
-
-
-def _coerce(kind: type, raw: object) -> Any:
-    """A value from the TOML file as a typed value; TypeError on the wrong type."""
-    if kind is bool and isinstance(raw, bool):
-        return raw
-    if kind is int and isinstance(raw, int) and not isinstance(raw, bool):
-        return raw
-    if kind is str and isinstance(raw, str):
-        return raw
-    if kind is CSL:
-        if isinstance(raw, str):
-            return CSL.parse(raw)
-        if isinstance(raw, list | tuple) and all(isinstance(x, str) for x in raw):
-            return CSL(x.strip() for x in raw)
-    raise TypeError(f"expected {_TYPE_NAMES[kind]}, got {type(raw).__name__} {raw!r}")
-
-
-def wire(value: Any) -> str:
-    """A typed value as it travels in GetConfiguration / is stored."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-@dataclass
-class _Key:
-    name: str
-    kind: type
-    value: Any
-    readonly: bool
-    reboot_required: bool
-    validator: Validator | None
-    listeners: list[Listener] = field(default_factory=list)
-    origin: str = "default"
-    pending: Any = None  # a reboot-required value set by the CSMS, active after restart
-    has_pending: bool = False
-
-    def check(self, value: Any) -> str | None:
-        if len(wire(value)) > MAX_VALUE_LENGTH:
-            return f"longer than {MAX_VALUE_LENGTH} characters"
-        return self.validator(value) if self.validator else None
 
 
 class ConfigurationService:
@@ -157,14 +89,42 @@ class ConfigurationService:
         reboot_required: bool = False,
         validator: Validator | None = None,
         on_change: Listener | None = None,
+        lo: int | None = None,
+        hi: int | None = None,
+        max_length: int = MAX_VALUE_LENGTH,
     ) -> None:
-        """Declare a key; a value the CSMS persisted earlier becomes its value at once."""
-        if type not in _TYPE_NAMES:
+        """Declare a key; a value the CSMS persisted earlier becomes its value at once.
+
+        ``lo``/``hi`` bound an integer key (0 and INT_MAX when not given);
+        ``max_length`` the characters of any value.  A stored value that these
+        (or the validator) refuse is logged and replaced by the default: a
+        configuration value never stops the station from booting.
+        """
+        if type not in TYPE_NAMES:
             raise TypeError(f"{key}: unsupported configuration type {type!r}")
         if key.casefold() in self._keys:
             raise ValueError(f"configuration key {key} declared twice")
+        if (lo is not None or hi is not None) and type is not int:
+            raise TypeError(f"{key}: lo/hi bound integer keys only")
+        if type is int:
+            lo = 0 if lo is None else lo
+            hi = INT_MAX if hi is None else hi
+            if lo > hi:
+                raise ValueError(f"{key}: empty range {lo}..{hi}")
+        if not 0 < max_length <= MAX_VALUE_LENGTH:
+            raise ValueError(f"{key}: max_length must be 1..{MAX_VALUE_LENGTH}")
         default = _coerce(type, default)
-        entry = _Key(key, type, default, readonly, reboot_required, validator)
+        entry = _Key(
+            key,
+            type,
+            default,
+            readonly,
+            reboot_required,
+            validator,
+            lo=lo,
+            hi=hi,
+            max_length=max_length,
+        )
         reason = entry.check(default)
         if reason:
             raise ValueError(f"{key}: default {wire(default)!r} is invalid: {reason}")
@@ -178,10 +138,123 @@ class ConfigurationService:
             except ValueError as exc:
                 reason = str(exc)
             if reason:
-                log.warning("ignoring the stored value %r of %s: %s", stored[1], key, reason)
+                log.warning(
+                    "the stored value %r of %s is refused (%s): replaced by its default %r",
+                    stored[1][:80],
+                    key,
+                    reason,
+                    wire(default),
+                )
+                self._forget(stored[0])
             else:
                 entry.value, entry.origin = value, "csms"
         self._keys[key.casefold()] = entry
+
+    def declare_int(
+        self,
+        key: str,
+        default: int,
+        lo: int,
+        hi: int,
+        *,
+        readonly: bool = False,
+        reboot_required: bool = False,
+        validator: Validator | None = None,
+        on_change: Listener | None = None,
+    ) -> None:
+        """An integer key in ``lo..hi`` (bounds are not optional here, by design)."""
+        self.declare(
+            key,
+            default,
+            type=int,
+            lo=lo,
+            hi=hi,
+            readonly=readonly,
+            reboot_required=reboot_required,
+            validator=validator,
+            on_change=on_change,
+        )
+
+    def declare_bool(
+        self,
+        key: str,
+        default: bool,
+        *,
+        readonly: bool = False,
+        reboot_required: bool = False,
+        on_change: Listener | None = None,
+    ) -> None:
+        """A boolean key (``true``/``false`` on the wire)."""
+        self.declare(
+            key,
+            default,
+            type=bool,
+            readonly=readonly,
+            reboot_required=reboot_required,
+            on_change=on_change,
+        )
+
+    def declare_str(
+        self,
+        key: str,
+        default: str,
+        *,
+        max_length: int,
+        readonly: bool = False,
+        reboot_required: bool = False,
+        validator: Validator | None = None,
+        on_change: Listener | None = None,
+    ) -> None:
+        """A string key of at most ``max_length`` characters."""
+        self.declare(
+            key,
+            default,
+            type=str,
+            max_length=max_length,
+            readonly=readonly,
+            reboot_required=reboot_required,
+            validator=validator,
+            on_change=on_change,
+        )
+
+    def declare_csl(
+        self,
+        key: str,
+        default: str | Sequence[str],
+        *,
+        allowed: Iterable[str],
+        max_items: int | Callable[[], int],
+        what: str = "item",
+        readonly: bool = False,
+        reboot_required: bool = False,
+        on_change: Listener | None = None,
+    ) -> None:
+        """A comma-separated list of ``allowed`` items, without duplicates, at most max_items."""
+        limit = max_items if callable(max_items) else (lambda: int(max_items))  # type: ignore[arg-type]
+        self.declare(
+            key,
+            default,
+            type=CSL,
+            readonly=readonly,
+            reboot_required=reboot_required,
+            validator=csl_of(allowed, max_length=limit, what=what),
+            on_change=on_change,
+        )
+
+    def bounds(self, key: str) -> tuple[int, int] | None:
+        """The range of an integer key, None for other types."""
+        entry = self._entry(key)
+        if entry.kind is not int or entry.lo is None or entry.hi is None:
+            return None
+        return entry.lo, entry.hi
+
+    def _forget(self, stored_name: str) -> None:
+        try:
+            with self._store.transaction():
+                self._store.execute("DELETE FROM ocpp_config WHERE key = ?", (stored_name,))
+        except Exception:  # a read-only or full disk: the default is used anyway
+            log.warning("could not delete the refused stored value of %s", stored_name)
+        self._persisted.pop(stored_name.casefold(), None)
 
     def watch(self, key: str, listener: Listener) -> None:
         """Call ``listener(new_value)`` whenever ``key`` changes at run time."""
@@ -213,20 +286,26 @@ class ConfigurationService:
 
     def set(self, key: str, value: str) -> ConfigurationStatus:
         """ChangeConfiguration semantics: parse, validate, persist, notify."""
+        return self.change(key, value).status
+
+    def change(self, key: str, value: str, *, by: str = "the CSMS") -> Change:
+        """:meth:`set`, with the reason of a refusal; ``by`` names who asked, for the log."""
         entry = self._keys.get(key.casefold())
         if entry is None:
-            return ConfigurationStatus.not_supported
+            return Change(ConfigurationStatus.not_supported, f"unknown configuration key {key!r}")
         if entry.readonly:
-            log.info("ChangeConfiguration %s refused: read-only", entry.name)
-            return ConfigurationStatus.rejected
+            log.info("ChangeConfiguration %s by %s refused: read-only", entry.name, by)
+            return Change(ConfigurationStatus.rejected, "read-only, the station sets it itself")
         try:
             parsed = _parse(entry.kind, value)
             reason = entry.check(parsed)
         except ValueError as exc:
             reason = str(exc)
         if reason:
-            log.info("ChangeConfiguration %s=%r refused: %s", entry.name, value, reason)
-            return ConfigurationStatus.rejected
+            log.info(
+                "ChangeConfiguration %s=%r by %s refused: %s", entry.name, value[:80], by, reason
+            )
+            return Change(ConfigurationStatus.rejected, reason)
         with self._store.transaction():
             self._store.execute(
                 "INSERT INTO ocpp_config(key, value) VALUES (?, ?) "
@@ -234,12 +313,12 @@ class ConfigurationService:
                 (entry.name, wire(parsed)),
             )
         self._persisted[entry.name.casefold()] = (entry.name, wire(parsed))
-        log.info("configuration %s set to %r by the CSMS", entry.name, wire(parsed))
+        log.info("configuration %s set to %r by %s", entry.name, wire(parsed), by)
         if entry.reboot_required:
             entry.pending, entry.has_pending = parsed, True
-            return ConfigurationStatus.reboot_required
+            return Change(ConfigurationStatus.reboot_required)
         self._apply(entry, parsed, "csms")
-        return ConfigurationStatus.accepted
+        return Change(ConfigurationStatus.accepted)
 
     def set_internal(self, key: str, value: Any) -> None:
         """A value the station learned itself (read-only keys included); not persisted.
@@ -346,44 +425,6 @@ class ConfigurationService:
         return call_result.ChangeConfiguration(status=self.set(key, value))
 
 
-# -- validators --------------------------------------------------------------------------
-
-
-def at_least(minimum: int) -> Validator:
-    def check(value: int) -> str | None:
-        return None if value >= minimum else f"must be at least {minimum}"
-
-    return check
-
-
-def in_range(low: int, high: int) -> Validator:
-    def check(value: int) -> str | None:
-        return None if low <= value <= high else f"must be between {low} and {high}"
-
-    return check
-
-
-def csl_of(
-    allowed: Iterable[str], *, max_length: Callable[[], int], what: str = "item"
-) -> Validator:
-    """A list whose items are all in ``allowed``, without duplicates, at most max_length()."""
-    allowed_set = frozenset(allowed)
-
-    def check(value: CSL) -> str | None:
-        bad = [item for item in value if item not in allowed_set]
-        if bad:
-            supported = ", ".join(sorted(allowed_set))
-            return f"unsupported {what} {', '.join(bad)} (supported: {supported})"
-        if len(set(value)) != len(value):
-            return f"a {what} is listed twice"
-        limit = max_length()
-        if len(value) > limit:
-            return f"{len(value)} {what}s, at most {limit} allowed"
-        return None
-
-    return check
-
-
 # -- the Core profile (OCPP 1.6 §9.1) ------------------------------------------------------
 
 FEATURE_PROFILES = (
@@ -396,6 +437,28 @@ FEATURE_PROFILES = (
 )
 PHASE_ROTATIONS = ("NotApplicable", "Unknown", "RST", "RTS", "SRT", "STR", "TRS", "TSR")
 DEFAULT_MEASURAND = "Energy.Active.Import.Register"
+DAY_S = 86400
+
+#: The ranges of the Core profile's integer keys.  OCPP 1.6 gives no maxima, so
+#: these are what makes sense on this station; each is far beyond any real use
+#: and far below what overflows a timer or a CSMS's 32-bit column.
+CORE_INT_BOUNDS: dict[str, tuple[int, int]] = {
+    "BlinkRepeat": (0, 100),  # blinks of the light
+    # OCPP counts aligned intervals from midnight, within a day: a day at most.
+    "ClockAlignedDataInterval": (0, DAY_S),
+    "ConnectionTimeOut": (0, 3600),  # seconds to plug in after a card: an hour at most
+    # 0 = no heartbeat; a day covers every CSMS we know (the websocket ping keeps the link).
+    "HeartbeatInterval": (0, DAY_S),
+    "LightIntensity": (0, 100),  # percent
+    # Wh: 10 MWh is more than 80 A x 3 phases x 230 V deliver in a day (1.3 MWh).
+    "MaxEnergyOnInvalidId": (0, 10_000_000),
+    "MeterValueSampleInterval": (0, DAY_S),
+    "MinimumStatusDuration": (0, 3600),
+    "ResetRetries": (0, 10),
+    "TransactionMessageAttempts": (0, 100),
+    "TransactionMessageRetryInterval": (0, DAY_S),  # the n-th retry waits n x this
+    "WebSocketPingInterval": (0, 3600),
+}
 
 
 def _phase_rotation(connectors: int, max_length: Callable[[], int]) -> Validator:
@@ -437,29 +500,28 @@ def declare_core_keys(
         raise ValueError(f"unknown feature profiles: {', '.join(unknown)}")
     if connectors < 1:
         raise ValueError("a station has at least one connector")
-    non_negative = at_least(0)
 
     def measurand_keys(name: str, default: str) -> None:
         limit_key = f"{name}MaxLength"
         svc.declare(limit_key, len(supported_measurands), type=int, readonly=True)
-        svc.declare(
+        svc.declare_csl(
             name,
             default if default in supported_measurands else "",
-            type=CSL,
-            validator=csl_of(
-                supported_measurands,
-                max_length=lambda: int(svc.get(limit_key)),
-                what="measurand",
-            ),
+            allowed=supported_measurands,
+            max_items=lambda: int(svc.get(limit_key)),
+            what="measurand",
         )
+
+    def i(name: str, default: int) -> None:
+        svc.declare_int(name, default, *CORE_INT_BOUNDS[name])
 
     d = svc.declare
     d("AllowOfflineTxForUnknownId", False, type=bool)
     d("AuthorizationCacheEnabled", True, type=bool)
     d("AuthorizeRemoteTxRequests", False, type=bool)
-    d("BlinkRepeat", 3, type=int, validator=non_negative)
-    d("ClockAlignedDataInterval", 0, type=int, validator=non_negative)
-    d("ConnectionTimeOut", 60, type=int, validator=non_negative)
+    i("BlinkRepeat", 3)
+    i("ClockAlignedDataInterval", 0)
+    i("ConnectionTimeOut", 60)
     d("ConnectorPhaseRotationMaxLength", connectors + 1, type=int, readonly=True)
     d(
         "ConnectorPhaseRotation",
@@ -470,24 +532,24 @@ def declare_core_keys(
         ),
     )
     d("GetConfigurationMaxKeys", svc.max_keys, type=int, readonly=True)
-    d("HeartbeatInterval", 86400, type=int, validator=non_negative)
-    d("LightIntensity", 100, type=int, validator=in_range(0, 100))
+    i("HeartbeatInterval", 86400)
+    i("LightIntensity", 100)
     d("LocalAuthorizeOffline", True, type=bool)
     d("LocalPreAuthorize", False, type=bool)
-    d("MaxEnergyOnInvalidId", 0, type=int, validator=non_negative)
+    i("MaxEnergyOnInvalidId", 0)
     measurand_keys("MeterValuesAlignedData", DEFAULT_MEASURAND)
     measurand_keys("MeterValuesSampledData", DEFAULT_MEASURAND)
-    d("MeterValueSampleInterval", 60, type=int, validator=non_negative)
-    d("MinimumStatusDuration", 0, type=int, validator=non_negative)
+    i("MeterValueSampleInterval", 60)
+    i("MinimumStatusDuration", 0)
     d("NumberOfConnectors", connectors, type=int, readonly=True)
-    d("ResetRetries", 1, type=int, validator=non_negative)
+    i("ResetRetries", 1)
     d("StopTransactionOnEVSideDisconnect", True, type=bool)
     d("StopTransactionOnInvalidId", True, type=bool)
     measurand_keys("StopTxnAlignedData", "")
     measurand_keys("StopTxnSampledData", "")
     d("SupportedFeatureProfiles", ",".join(feature_profiles), type=CSL, readonly=True)
     d("SupportedFeatureProfilesMaxLength", len(FEATURE_PROFILES), type=int, readonly=True)
-    d("TransactionMessageAttempts", 3, type=int, validator=non_negative)
-    d("TransactionMessageRetryInterval", 60, type=int, validator=non_negative)
+    i("TransactionMessageAttempts", 3)
+    i("TransactionMessageRetryInterval", 60)
     d("UnlockConnectorOnEVSideDisconnect", True, type=bool)
-    d("WebSocketPingInterval", 60, type=int, validator=non_negative)
+    i("WebSocketPingInterval", 60)

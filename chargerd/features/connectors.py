@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from chargerd.clock import Clock
 from chargerd.features import protection
@@ -136,6 +136,9 @@ class ConnectorSupervisor:
         self.station_operative = True
         self.on_idle: list[Callable[[], Awaitable[None] | None]] = []
         self._background: set[asyncio.Task] = set()  # the loop keeps only weak references
+        # The Reservation feature's gate (chargerd.features.reservations.ReservationService):
+        # who may start where, and which connectors show Reserved.  None: no reservations.
+        self.reservations: Any = None
         # Smart charging's limit in force for a connector (A), asked at each offer; None: none.
         self.limit_for: Callable[[int], float] | None = None
         self.ventilated = ventilated  # [station] ventilation: state D may be given energy
@@ -339,6 +342,13 @@ class ConnectorSupervisor:
         auth = conn.authorization
         assert auth is not None
         hw = conn.hw
+        if self.reservations is not None:
+            admission = self.reservations.admit(conn, auth.id_tag, auth.parent_id_tag)
+            if not admission.allowed:
+                log.warning("connector %d: %s refused: %s", conn.id, auth.id_tag, admission.reason)
+                conn.authorization = None
+                return False
+            auth.reservation_id = admission.reservation_id
         if hw.lock is not None:
             try:
                 await hw.lock.lock()
@@ -362,6 +372,8 @@ class ConnectorSupervisor:
                 await self._unlock(conn)
             return False
         conn.authorization = None
+        if auth.reservation_id is not None and self.reservations is not None:
+            self.reservations.started(conn, auth.reservation_id)
         await self._offer(conn)
         return True
 
@@ -510,6 +522,8 @@ class ConnectorSupervisor:
             auth = other.authorization
             if other is conn or auth is None or auth.remote or auth.reservation_id is not None:
                 continue
+            if not self._admits(conn, auth.id_tag, auth.parent_id_tag):
+                continue
             if other.tx is None and not other.ev_state.plugged:
                 conn.authorization, other.authorization = auth, None
                 log.info(
@@ -538,7 +552,15 @@ class ConnectorSupervisor:
         """Hand an accepted idTag to a connector for ConnectionTimeOut seconds (0: no limit)."""
         timeout = int(self._config.get("ConnectionTimeOut") or 0)
         deadline = self._clock.monotonic() + (timeout if timeout > 0 else 1e9)
-        self.authorize(conn, Authorization(id_tag, parent_id_tag, deadline, remote=remote))
+        reservation_id = None
+        if self.reservations is not None:
+            reservation_id = self.reservations.admit(conn, id_tag, parent_id_tag).reservation_id
+        self.authorize(
+            conn,
+            Authorization(
+                id_tag, parent_id_tag, deadline, remote=remote, reservation_id=reservation_id
+            ),
+        )
 
     def _on_invalid_id(self, connector_id: int) -> None:
         conn = self.connectors.get(connector_id)
@@ -557,7 +579,8 @@ class ConnectorSupervisor:
         return status_machine.ConnectorInputs(
             ev_state=conn.ev_state,
             operative=conn.operative and self.station_operative,
-            reserved=conn.reserved,
+            reserved=conn.reserved
+            or (self.reservations is not None and self.reservations.is_reserved(conn)),
             authorized_pending=conn.authorization is not None and not conn.finishing,
             transaction_active=conn.tx is not None,
             offered_current_a=conn.hw.pilot.offered_current_a,
@@ -578,8 +601,24 @@ class ConnectorSupervisor:
         st, code = status_machine.station_status(statuses, station_faults, self.station_operative)
         return str(st), str(code)
 
-    def first_free(self, connector_id: int | None = None) -> ConnectorRuntime | None:
-        """The connector a new authorization goes to: the given one, or a plugged idle one first."""
+    def _admits(self, conn: ConnectorRuntime, id_tag: str | None, parent: str | None) -> bool:
+        """Reservations allow ``id_tag`` here (always, without an idTag or a Reservation gate)."""
+        if id_tag is None or self.reservations is None:
+            return True
+        return bool(self.reservations.admit(conn, id_tag, parent).allowed)
+
+    def first_free(
+        self,
+        connector_id: int | None = None,
+        *,
+        id_tag: str | None = None,
+        parent_id_tag: str | None = None,
+    ) -> ConnectorRuntime | None:
+        """The connector a new authorization goes to: the given one, or a plugged idle one first.
+
+        With ``id_tag``, reservations are respected: the driver's own reserved
+        connector comes first, and one reserved for someone else is not free.
+        """
         if connector_id:
             conn = self.connectors.get(connector_id)
             ok = (
@@ -589,6 +628,7 @@ class ConnectorSupervisor:
                 and conn.operative
                 and self.station_operative
                 and not (conn.faults & UNSAFE_FAULTS)
+                and self._admits(conn, id_tag, parent_id_tag)
             )
             return conn if ok else None
         candidates = [
@@ -599,7 +639,12 @@ class ConnectorSupervisor:
             and c.operative
             and self.station_operative
             and not (c.faults & UNSAFE_FAULTS)
+            and self._admits(c, id_tag, parent_id_tag)
         ]
+        if id_tag is not None and self.reservations is not None:
+            for c in candidates:
+                if c.authorization is None and self.reservations.prefers(c, id_tag, parent_id_tag):
+                    return c
         for c in candidates:
             if c.ev_state.plugged and c.authorization is None and not c.finishing:
                 return c

@@ -28,13 +28,31 @@ Plain functions of state, used by the connector supervisor
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from hal.errors import HardwareError
 from hal.interfaces import EvState, Fault
 
 if TYPE_CHECKING:
-    from chargerd.features.connectors import ConnectorRuntime
+    from chargerd.features.transactions import ActiveTx
+    from hal.interfaces import ConnectorHardware
+
+
+class ConnectorRuntime(Protocol):
+    """What these checks need of a connector; connectors.ConnectorRuntime is one.
+
+    A Protocol, not an import: connectors.py imports this module, and this one
+    never imports connectors.py back.
+    """
+
+    id: int
+    tx: ActiveTx | None
+    rcd_tested_for: int | None
+    faults: frozenset[Fault]
+
+    @property
+    def hw(self) -> ConnectorHardware: ...
+
 
 log = logging.getLogger(__name__)
 

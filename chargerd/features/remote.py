@@ -72,7 +72,7 @@ class RemoteService:
             return call_result.RemoteStartTransaction(status=RemoteStartStopStatus.rejected)
         if connector_id is not None and connector_id not in self._sup.connectors:
             return call_result.RemoteStartTransaction(status=RemoteStartStopStatus.rejected)
-        conn = self._sup.first_free(connector_id)
+        conn = self._sup.first_free(connector_id, id_tag=id_tag)
         if conn is None or conn.authorization is not None:
             log.info("RemoteStartTransaction for %s rejected: no free connector", id_tag)
             return call_result.RemoteStartTransaction(status=RemoteStartStopStatus.rejected)

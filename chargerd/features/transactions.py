@@ -19,7 +19,7 @@ import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from chargerd.clock import Clock, iso, parse_iso
 from chargerd.features import metering
@@ -32,7 +32,23 @@ from hal.interfaces import EnergyMeter, MeterSample
 if TYPE_CHECKING:
     from chargerd.features.auth import AuthorizationCache
     from chargerd.features.configuration import ConfigurationService
-    from chargerd.features.connectors import ConnectorRuntime
+    from hal.interfaces import ConnectorHardware
+
+
+class ConnectorRuntime(Protocol):
+    """What this service needs of a connector; connectors.ConnectorRuntime is one.
+
+    A Protocol, not an import: connectors.py imports this module, and this one
+    never imports connectors.py back (the two used to import each other).
+    """
+
+    id: int
+    tx: ActiveTx | None
+    begin_sample: MeterSample | None
+
+    @property
+    def hw(self) -> ConnectorHardware: ...
+
 
 log = logging.getLogger(__name__)
 

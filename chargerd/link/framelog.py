@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Literal
 
 from chargerd.clock import Clock, SystemClock, iso
+from chargerd.privacy import Redactor
 
 frame_logger = logging.getLogger("chargerd.link.frames")
 
@@ -70,9 +71,17 @@ class Subscription:
 
 class FrameLog:
     def __init__(
-        self, maxlen: int = 2000, *, clock: Clock | None = None, subscriber_queue: int = 256
+        self,
+        maxlen: int = 2000,
+        *,
+        clock: Clock | None = None,
+        subscriber_queue: int = 256,
+        redactor: Redactor | None = None,
     ) -> None:
         self._clock = clock or SystemClock()
+        # [logging] redact_id_tags: what is kept and shown has the idTags masked
+        # (the wire is untouched: this is a copy for people to read).
+        self._redactor = redactor
         self._entries: deque[dict] = deque(maxlen=maxlen)
         # Weak: a follower that forgets to close() must not stay registered forever.
         self._subscribers: weakref.WeakSet[Subscription] = weakref.WeakSet()
@@ -85,6 +94,8 @@ class FrameLog:
     def record(self, direction: Direction, frame: str) -> None:
         if len(frame) > self.max_kept_chars:
             frame = f"{frame[: self.max_kept_chars]}... ({len(frame)} characters, cut)"
+        if self._redactor is not None:
+            frame = self._redactor.redact(frame)
         entry = {"time": iso(self._clock.now()), "direction": direction, "frame": frame}
         self._entries.append(entry)
         frame_logger.debug("%s %s", direction, frame)

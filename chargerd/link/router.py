@@ -12,6 +12,7 @@ schema is our bug, answered as InternalError, never blamed on the CSMS.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -46,6 +47,21 @@ def _call_handler(handler: Callable[..., Any], kwargs: dict[str, Any], unique_id
     if "call_unique_id" in inspect.signature(handler).parameters:
         return handler(**kwargs, call_unique_id=unique_id)
     return handler(**kwargs)
+
+
+@functools.lru_cache(maxsize=1024)
+def _snake_key(key: str) -> str:
+    return next(iter(camel_to_snake_case({key: None})))
+
+
+def snake_case(data: Any) -> Any:
+    """ocpp's camel_to_snake_case with each key converted once: OCPP has few distinct keys,
+    and a 10,000-entry SendLocalList spent 180 ms in the regular expressions."""
+    if isinstance(data, dict):
+        return {_snake_key(k): snake_case(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [snake_case(v) for v in data]
+    return data
 
 
 def _result_payload(response: Any) -> dict[str, Any]:
@@ -84,7 +100,7 @@ class Router:
             log.warning("refusing %s %s: %s %s", call.action, call.unique_id, exc.code, exc.details)
             return Answer(callerror_json(call.unique_id, exc.code, exc.description, exc.details))
 
-        kwargs = camel_to_snake_case(payload)
+        kwargs = snake_case(payload)
         try:
             response = _call_handler(routes["_on_action"], kwargs, call.unique_id)
             if inspect.isawaitable(response):

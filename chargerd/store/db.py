@@ -100,9 +100,15 @@ class Store:
         if migrations is None:
             migrations = load_migrations()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise StoreError(f"cannot create the directory of {path}: {exc}") from exc
+        try:
+            # idTags are personal data: the file is the owner's only, whatever the
+            # umask; SQLite gives its -wal and -shm the database file's mode.
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        except OSError as exc:
+            raise StoreError(f"cannot open database {path}: {exc}") from exc
 
         recovered_from: Path | None = None
         reason: str | None = None

@@ -58,7 +58,8 @@ log = logging.getLogger(__name__)
 PWM_FREQUENCY_HZ = 1000  # IEC 61851-1: 1 kHz
 PERIOD_S = PERIOD_NS / 1e9
 CP_MIN_READS = 8  # per burst, also on a steady line
-CP_MAX_READS = 128  # per burst: a bound on the SPI time one burst may take
+CP_MAX_BURST_S = 4 * PERIOD_S  # a burst that found no dense run by then is judged as it is
+CP_MAX_READS = 2048  # per burst, whatever the clock says (a clock that stands still)
 FULL_SCALE = 1023
 _FAILURE = "failure"  # a burst that shows no plausible line
 
@@ -141,6 +142,7 @@ class GpioPilot:
         pin_factory: Any = None,
         samples: int = CP_MIN_READS,
         max_reads: int = CP_MAX_READS,
+        max_burst_s: float = CP_MAX_BURST_S,
         clock: Callable[[], float] = time.monotonic,
         settle: Callable[[], None] | None = None,
     ) -> None:
@@ -152,6 +154,7 @@ class GpioPilot:
         self.name = f"pilot on GPIO{cfg.pwm_pin}"
         self._min_reads = samples
         self._max_reads = max_reads
+        self._max_burst_s = max_burst_s
         self._clock = clock
         self._offered: float | None = None
         self._cp_failed = False
@@ -306,31 +309,42 @@ class GpioPilot:
         return self._accepted
 
     def _burst(self, adc: Mcp3008Port, duty: float) -> Burst:
+        """Conversions until a dense run of the length the duty needs, or ``max_burst_s``.
+
+        Fast reads (an emulated chip, a fast SPI clock) simply make the run hold
+        more conversions; slow or preempted ones restart the run, up to the
+        time bound.
+        """
         run_s, max_gap_s = dense_run_needed_s(duty, PERIOD_S)
         channel = self._cfg.cp_channel
         raws: list[int] = []
         answered = True
-        run_start = prev = None
+        start = run_start = prev = None
         dense = False
         while len(raws) < self._max_reads:
             raw, ok = adc.read(channel)
             t = self._clock()
             raws.append(raw)
             answered = answered and ok
+            if start is None:
+                start = t
             if prev is None or t - prev > max_gap_s:
                 run_start = t  # a gap (the thread was preempted): the run starts again
             prev = t
             if t - run_start >= run_s and len(raws) >= self._min_reads:
                 dense = True
                 break
+            if t - start >= self._max_burst_s and len(raws) >= self._min_reads:
+                break
         self.bursts += 1
         if not dense and not self._sparse_logged:
             self._sparse_logged = True
             log.warning(
-                "%s: %d conversions did not cover %.2f ms with gaps below %.0f us: "
+                "%s: %d conversions in %.2f ms held no run of %.2f ms with gaps below %.0f us: "
                 "the SPI is too slow or too busy to find the PWM's high level surely",
                 self.name,
                 len(raws),
+                ((prev or 0.0) - (start or 0.0)) * 1e3,
                 run_s * 1e3,
                 max_gap_s * 1e6,
             )

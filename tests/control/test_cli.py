@@ -690,3 +690,21 @@ def test_status_shows_the_local_id_until_the_csms_id_is_known(serve, sock_path, 
     assert run(sock_path, "status") == 0
     header, row = capsys.readouterr().out.splitlines()[1:3]
     assert columns(row)[columns(header).index("TX")] == "local 7"
+
+
+def test_status_human_shows_reservations_and_the_local_list(serve, sock_path, capsys) -> None:
+    status = {
+        **STATUS,
+        "reservations": [
+            {"reservation_id": 7, "connector_id": 0, "id_tag": "AB12", "expiry_date": "T1"},
+            {"reservation_id": 8, "connector_id": 2, "id_tag": "CD34", "expiry_date": "T2"},
+        ],
+        "local_list": {"enabled": True, "version": 12, "entries": 3456},
+    }
+    serve({"status": returning(status)})
+    assert run(sock_path, "status") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[6:] == [
+        "reservations: #7 connector 0 for AB12 until T1; #8 connector 2 for CD34 until T2",
+        "local list: version 12, 3456 entries",
+    ]

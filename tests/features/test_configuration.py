@@ -401,7 +401,10 @@ def test_apply_initial_sets_typed_values(svc):
         ({"HeartbeatIntervall": 60}, "ocpp.HeartbeatIntervall: unknown configuration key"),
         ({"HeartbeatInterval": "60"}, "ocpp.HeartbeatInterval: expected an integer"),
         ({"HeartbeatInterval": True}, "ocpp.HeartbeatInterval: expected an integer"),
-        ({"HeartbeatInterval": -1}, "ocpp.HeartbeatInterval: '-1' is invalid: must be at least 0"),
+        (
+            {"HeartbeatInterval": -1},
+            "ocpp.HeartbeatInterval: '-1' is invalid: must be between 0 and 86400",
+        ),
         ({"LightIntensity": 150}, "ocpp.LightIntensity: '150' is invalid: must be between 0 and"),
         ({"LocalPreAuthorize": 1}, "ocpp.LocalPreAuthorize: expected a boolean"),
         ({"LocalPreAuthorize": "true"}, "ocpp.LocalPreAuthorize: expected a boolean"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import sqlite3
 from pathlib import Path
 
@@ -338,3 +339,20 @@ def test_closed_store_refuses_use(db_path: Path) -> None:
     store.close()  # idempotent
     with pytest.raises(StoreError, match="closed"):
         store.get_kv("a")
+
+
+def test_a_new_database_and_its_wal_files_are_the_owners_only(tmp_path):
+    """idTags are personal data: 0600 files and a 0700 directory, even with umask 022."""
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "state" / "chargerd.db"
+        with Store.open(path) as store, store.transaction():
+            store.execute("INSERT INTO ocpp_config(key, value) VALUES ('K', 'v')")
+            files = [path, path.with_name("chargerd.db-wal"), path.with_name("chargerd.db-shm")]
+            modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in files}
+        assert modes == {f.name: 0o600 for f in files}
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    finally:
+        os.umask(old)

@@ -47,6 +47,7 @@ from chargerd.bench.chaoslib.invariants import check_session
 from chargerd.bench.chaoslib.journal import Journal
 from chargerd.bench.chaoslib.profiles import ProfileDriver, check_profiles
 from chargerd.bench.chaoslib.records import DiskFull, Event, FaultWindow, Knowledge, Verdict
+from chargerd.bench.chaoslib.reserve_list import ReserveListActions, check_reservations_and_list
 from chargerd.bench.chaoslib.station import Station
 from chargerd.bench.csms.csms import BenchCsms, CsmsCallError
 from chargerd.bench.rig import StationRig
@@ -109,7 +110,7 @@ class SessionResult:
     notes: list[str] = field(default_factory=list)
 
 
-class ChaosSession(Injections):
+class ChaosSession(Injections, ReserveListActions):
     def __init__(self, spec: SessionSpec) -> None:
         self.spec = spec
         self.rng = random.Random(f"chargerd-chaos-{spec.seed}-{spec.index}")
@@ -130,6 +131,7 @@ class ChaosSession(Injections):
         self.next_injection = 0.0
         self.cut_armed = False
         self.st: Station
+        self.init_reserve_list()  # reservations and local list updates, own generator
         # Smart charging: random profiles, from a generator of their own.
         self.profiles = ProfileDriver(
             random.Random(f"chargerd-chaos-profiles-{spec.seed}-{spec.index}"), self.connectors
@@ -178,6 +180,7 @@ class ChaosSession(Injections):
             self.next_injection = time.monotonic() + self.rng.uniform(0.2, 1.0)
             while time.monotonic() < deadline:
                 await self._heal_due()
+                await self.reserve_list_step_due()
                 await self._step()
                 self.steps += 1
             await self._settle(knowledge)
@@ -195,6 +198,7 @@ class ChaosSession(Injections):
         knowledge.disk_full = list(self.disk_full)
         knowledge.unexpected_exits = list(self.st.unexpected_exits)
         verdict = check_session(journal.exchanges, knowledge)
+        check_reservations_and_list(self.ledger, journal.exchanges, knowledge, verdict)
         check_profiles(knowledge.samples, self.profiles.requests, verdict)
         return SessionResult(
             index=spec.index,
@@ -244,6 +248,7 @@ class ChaosSession(Injections):
             k.integrity = store_integrity(state_dir)
         except Exception as exc:  # a store the checker cannot read is itself a finding
             k.integrity = f"unreadable: {exc}"
+        self.read_list_from_disk(state_dir)
 
     # -- choosing steps -------------------------------------------------------------------------
 

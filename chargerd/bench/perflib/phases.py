@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from chargerd.bench.csms.csms import BenchCsms, CsmsCallError
+from chargerd.bench.perflib import profiles
 from chargerd.bench.perflib.figures import Figure, Target
 from chargerd.bench.perflib.probes import TX_MESSAGES, Arrivals, NotifyListener, cpu_seconds, rss_mb
+from chargerd.bench.perflib.profiles import PROFILE_TARGETS, profile_figures
 from chargerd.bench.rig import StationRig
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,9 @@ class Plan:
     replay_connectors: int = 8
     replay_offline_s: float = 30.0
     backlog: int = 10_000
+    triggers: int = 200
+    list_updates: int = 10
+    list_size: int = 10_000
 
 
 QUICK = Plan(
@@ -59,6 +64,8 @@ QUICK = Plan(
     replay_connectors=2,
     replay_offline_s=3.0,
     backlog=500,
+    triggers=12,
+    list_updates=2,
 )
 
 RESPONSE_TARGET = Target("<", 50.0, "p99")
@@ -92,6 +99,7 @@ def make_figures() -> dict[str, Figure]:
         Figure("replay_backlog_time", "replay of a large backlog: boot -> all in", "s"),
         Figure("replay_backlog_gap", "replay: gap between messages", "ms"),
         Figure("replay_backlog_cpu", "replay: daemon CPU per message", "ms"),
+        *profile_figures(),
     ]
     targets = {
         "resp_get_configuration": RESPONSE_TARGET,
@@ -106,6 +114,7 @@ def make_figures() -> dict[str, Figure]:
         "rss_charging": RSS_TARGET,
         "replay_live_rate": REPLAY_TARGET,
         "replay_backlog_rate": REPLAY_TARGET,
+        **PROFILE_TARGETS,
     }
     for fig in figs:
         fig.target = targets.get(fig.key)
@@ -412,6 +421,12 @@ class Bench:
         await self.arrivals.wait("StopTransaction", t2, cp_id=cp)
         await self._session_over(rig)
         await rig.unplug(1)
+
+    async def remote_trigger(self) -> None:
+        await profiles.remote_trigger(self)
+
+    async def local_list(self) -> None:
+        await profiles.local_list(self)
 
     async def stop_main(self) -> None:
         if self.main is not None:
