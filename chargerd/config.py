@@ -37,6 +37,7 @@ from hal.config import (
     PilotConfig,
     RcdConfig,
     ReaderConfig,
+    unsafe_contactor_pull,
 )
 from hal.idtag import ID_TAG_FORMATS
 
@@ -566,6 +567,9 @@ class _Loader:
             ),
             frequency_hz=t.number("frequency_hz", d.frequency_hz, lo=45.0, hi=65.0),
             lock=t.boolean("lock", d.lock),
+            meter_silent_delay_s=t.number(
+                "meter_silent_delay_s", d.meter_silent_delay_s, lo=0.0, hi=10.0
+            ),
             rcd=t.boolean("rcd", d.rcd),
         )
         t.finish()
@@ -581,7 +585,15 @@ class _Loader:
                 "contactor_feedback_active_high", dc.feedback_active_high
             ),
             settle_s=t.number("contactor_settle_s", dc.settle_s, lo=0.0, hi=5.0),
+            hardware_pull=t.string(
+                "contactor_hardware_pull", dc.hardware_pull, choices=("down", "up")
+            ),
         )
+        unsafe = unsafe_contactor_pull(contactor)
+        if unsafe is not None:
+            key = "contactor_hardware_pull" if contactor.active_high else "contactor_active_high"
+            value = contactor.hardware_pull if contactor.active_high else contactor.active_high
+            raise t.fail(key, value, f"a safe wiring ({unsafe})")
         lock_kind = t.string("lock", dl.kind, choices=("none", "motor", "solenoid"))
         lock_count = {"none": 0, "motor": 2, "solenoid": 1}[lock_kind]
         lock = LockConfig(

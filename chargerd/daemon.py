@@ -1,10 +1,13 @@
 """chargerd: wiring and lifecycle.  No behaviour lives here, only who talks to whom.
 
 Start order matters for safety and for the power-loss guarantee:
-store (migrations, integrity) -> OCPP configuration -> hardware (contactors
-open) -> power-loss recovery (queue the StopTransaction of whatever was
-running) -> link, services, control socket -> READY=1 to systemd.
-On SIGTERM: contactors open, store closed, exit 0.
+hardware (outputs claimed and driven safe, contactors open: before anything
+that can fail) -> store (migrations, integrity) -> OCPP configuration ->
+power-loss recovery (queue the StopTransaction of whatever was running) ->
+link, services, control socket -> READY=1 to systemd.  A start that fails after
+the hardware was opened closes it again (contactors open) before it ends.
+On SIGTERM: contactors open, store closed, exit 0.  After any other end (kill -9,
+a watchdog abort) the unit's ExecStopPost runs ``chargerd --safe-outputs``.
 """
 
 from __future__ import annotations
@@ -89,6 +92,9 @@ class Daemon:
         from chargerd.store import Store
 
         cfg = self.cfg
+        # Fail safe from power-on: the outputs are claimed and driven safe first, so that
+        # a store, a link or a configuration that fails leaves the contactor open.
+        self.hardware = await self._open_hardware()
         state_dir = Path(cfg.paths.state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store.open(state_dir / "chargerd.db")
@@ -106,8 +112,6 @@ class Daemon:
         except ValueError as exc:
             source = self.config_path or cfg.source
             raise ConfigError(f"{source}: {exc}", path=Path(source)) from None
-
-        self.hardware = await self._open_hardware()
 
         self.frame_log = FrameLog(clock=self.clock, redactor=self.redactor)
         self.link = Link(
@@ -310,7 +314,14 @@ class Daemon:
             NotConnected,
         )
 
-        await self.build()
+        try:
+            await self.build()
+        except BaseException:
+            hardware = getattr(self, "hardware", None)
+            if hardware is not None:
+                with contextlib.suppress(Exception):
+                    await hardware.aclose()  # contactors open, outputs safe
+            raise
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
@@ -338,7 +349,11 @@ class Daemon:
             jobs["cards"] = self.cards.run(self.hardware.reader)
         watchdog = sdnotify.watchdog_interval()
         if watchdog:
-            jobs["watchdog"] = sdnotify.watchdog_loop(watchdog)
+            # Fed only while every connector completes its supervision passes (a pass may
+            # wait up to 3 s for a stop's meter reading; WatchdogSec=5 gives 4 s).
+            jobs["watchdog"] = sdnotify.watchdog_loop(
+                watchdog, stale=lambda: self.supervisor.supervision_stale(watchdog * 0.8)
+            )
         for name, coro in jobs.items():
             task = asyncio.create_task(coro, name=name)
             task.add_done_callback(self._task_died)
@@ -422,6 +437,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check-config", type=Path, metavar="PATH", help="validate a configuration file and exit"
     )
+    parser.add_argument(
+        "--safe-outputs",
+        action="store_true",
+        help="claim the hardware outputs of --config, drive them safe (contactors open) and exit; "
+        "the unit's ExecStopPost, after any end of the daemon",
+    )
     parser.add_argument("--version", action="version", version=f"chargerd {__version__}")
     args = parser.parse_args(argv)
     path = args.check_config or args.config
@@ -429,6 +450,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def say(line: str) -> None:
         print(line, file=sys.stderr)
+
+    if args.safe_outputs:  # the unit's ExecStopPost: no preflight, only the outputs
+        from chargerd.failsafe import safe_outputs_main
+
+        return startup.run_guarded(lambda: safe_outputs_main(load_config(path)), stderr_print=say)
 
     # --check-config and the start run the same checks and print the same line.
     status = startup.run_guarded(lambda: _preflight(path), stderr_print=say)

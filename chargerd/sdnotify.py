@@ -3,7 +3,9 @@
 The unit is ``Type=notify`` with ``WatchdogSec``: systemd restarts the daemon
 when the pings stop.  The pings are sent by a coroutine on the event loop
 itself, so a loop blocked by a stuck call stops them and gets the daemon
-restarted -- a ping from a helper thread would keep a dead daemon "alive".
+restarted -- a ping from a helper thread would keep a dead daemon "alive" --
+and only while every connector's supervision completes its passes (the
+``stale`` check): a hung driver call stops them too.
 
 Uses systemd-python when it is installed (the ``pi`` extra); otherwise speaks
 the protocol itself, which is one datagram on an AF_UNIX socket.
@@ -15,6 +17,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -69,8 +72,19 @@ def watchdog_interval() -> float | None:
     return value / 1_000_000 if value > 0 else None
 
 
-async def watchdog_loop(interval: float, *, clock: Clock | None = None) -> None:
-    """Ping every ``interval / 2`` until cancelled.
+async def watchdog_loop(
+    interval: float,
+    *,
+    clock: Clock | None = None,
+    stale: Callable[[], str | None] | None = None,
+    send: Callable[[str], bool] = notify,
+) -> None:
+    """Ping every ``interval / 4`` while ``stale()`` finds nothing wrong, until cancelled.
+
+    ``stale`` returns why the daemon must not be called alive (e.g. a connector
+    whose supervision has stopped), or None.  While it says something, no ping
+    is sent: systemd kills and restarts the daemon after ``interval``.  Said
+    once at ERROR, not at every skipped ping.
 
     A failing send is logged once at ERROR and then quietly retried; systemd
     will restart the daemon if the pings really do not arrive, which is the
@@ -79,18 +93,28 @@ async def watchdog_loop(interval: float, *, clock: Clock | None = None) -> None:
     if interval <= 0:
         raise ValueError(f"watchdog interval must be > 0, got {interval}")
     failing = False
+    withheld: str | None = None
     while True:
-        try:
-            notify("WATCHDOG=1")
-        except OSError as exc:
-            if not failing:
-                log.error("Watchdog ping to systemd failed: %s", exc)
-                failing = True
+        why = stale() if stale is not None else None
+        if why is not None:
+            if withheld is None:
+                log.critical("watchdog not fed: %s; systemd will restart chargerd", why)
+            withheld = why
         else:
-            if failing:
-                log.info("Watchdog ping to systemd works again")
-                failing = False
+            if withheld is not None:
+                log.warning("supervision resumed; feeding the watchdog again")
+                withheld = None
+            try:
+                send("WATCHDOG=1")
+            except OSError as exc:
+                if not failing:
+                    log.error("Watchdog ping to systemd failed: %s", exc)
+                    failing = True
+            else:
+                if failing:
+                    log.info("Watchdog ping to systemd works again")
+                    failing = False
         if clock is None:
-            await asyncio.sleep(interval / 2)
+            await asyncio.sleep(interval / 4)
         else:
-            await clock.sleep(interval / 2)
+            await clock.sleep(interval / 4)

@@ -18,6 +18,31 @@ class ContactorConfig:
     feedback_pin: int | None = None  # auxiliary contact, reads active when closed
     feedback_active_high: bool = True
     settle_s: float = 0.1  # time the mechanics take before the feedback is trusted
+    # The resistor on the coil driver's input that holds it when the Pi does not drive
+    # the line (boot, exit, a released pin): it must hold the *open* level, so "down"
+    # for an active-high driver and "up" for an active-low one (see unsafe_contactor_pull).
+    hardware_pull: Literal["down", "up"] = "down"
+
+
+def unsafe_contactor_pull(cfg: ContactorConfig) -> str | None:
+    """Why an undriven contactor line would close the contactor, or None when it opens it.
+
+    An active-low driver closes whenever the line floats low (at boot before
+    chargerd starts, after it exits, after a kernel releases the pin) unless a
+    pull-up holds it high; an active-high one needs a pull-down.
+    """
+    if cfg.active_high and cfg.hardware_pull == "up":
+        return (
+            "an active-high contactor driver with a pull-up closes the contactor whenever "
+            "the line is not driven (boot, exit): wire a pull-down"
+        )
+    if not cfg.active_high and cfg.hardware_pull != "up":
+        return (
+            "an active-low contactor driver closes the contactor whenever the line is not "
+            "driven (boot, exit) unless a pull-up holds it high: wire one and declare it "
+            'with contactor_hardware_pull = "up"'
+        )
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +143,9 @@ class MockConfig:
     cable_capacity_a: int = 32
     frequency_hz: float = 50.0
     lock: bool = True  # socket outlet with a lock (False: tethered cable)
+    # How long a read of a silent meter takes to fail, as a Modbus timeout would
+    # (1 s x 2 tries on a real RS485 bus); 0 fails at once (unit tests on a fake clock).
+    meter_silent_delay_s: float = 0.0
     rcd: bool = True  # a residual-current monitor with a test input on every connector
 
 

@@ -44,6 +44,9 @@ FIGURES = {
     "trigger_to_message",
     "local_list_full",
     "local_list_differential",
+    *(f"react_{t}{s}" for t in ("ev_error", "fault", "card", "remote") for s in ("", "_silent")),
+    "pilot_rate",
+    "pilot_rate_silent",
 }
 #: Figures a daemon may legitimately not offer (it answers NotSupported), reported as skipped.
 OPTIONAL = {"resp_trigger_message"}

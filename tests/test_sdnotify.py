@@ -107,21 +107,21 @@ async def _until(condition: Callable[[], bool]) -> None:
     raise AssertionError("condition never became true")
 
 
-async def test_watchdog_pings_every_half_interval(systemd_socket: socket.socket) -> None:
+async def test_watchdog_pings_every_quarter_interval(systemd_socket: socket.socket) -> None:
     systemd_socket.setblocking(False)
     clock = SteppedClock()
     task = asyncio.create_task(sdnotify.watchdog_loop(30.0, clock=clock))  # type: ignore[arg-type]
     try:
         assert await _recv(systemd_socket) == b"WATCHDOG=1"
         await asyncio.sleep(0)
-        assert clock.sleeps == [15.0]
+        assert clock.sleeps == [7.5]
         with pytest.raises(BlockingIOError):  # nothing more until the sleep ends
             systemd_socket.recv(4096)
         clock.step()
         assert await _recv(systemd_socket) == b"WATCHDOG=1"
         clock.step()
         assert await _recv(systemd_socket) == b"WATCHDOG=1"
-        assert clock.sleeps == [15.0, 15.0, 15.0]
+        assert clock.sleeps == [7.5, 7.5, 7.5]
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

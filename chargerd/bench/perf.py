@@ -30,6 +30,7 @@ from chargerd.bench.perflib.figures import (
     table,
 )
 from chargerd.bench.perflib.phases import QUICK, Bench, Plan, make_figures
+from chargerd.bench.perflib.reaction import make_figures as reaction_figures
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ PHASES: list[tuple[str, tuple[str, ...]]] = [
     ("card_sessions", ("card_to_authorize", "card_to_contactor")),
     ("charging", ("rss_charging", "cpu_charging_percent")),
     ("remote_trigger", ("trigger_to_message",)),
+    ("reaction", tuple(f.key for f in reaction_figures())),
     ("stop_main", ()),
     ("local_list", ("local_list_full", "local_list_differential")),
     ("replay_live", ("replay_live_rate", "replay_live_time")),

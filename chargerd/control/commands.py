@@ -356,6 +356,10 @@ class Commands:
         sim = self._sim()
         return {"faults": list(sim.FAULT_NAMES), "active": sim.active_faults()}
 
+    async def sim_state(self, args: dict) -> dict:
+        """The simulated world as the bench sees it (physical contacts, CP samples taken...)."""
+        return self._sim().snapshot()
+
     async def sim_network(self, args: dict) -> dict:
         self._sim()
         up = bool(args.get("up"))
@@ -385,6 +389,7 @@ def build_commands(daemon: Daemon) -> dict:
         "sim.card": c.sim_card,
         "sim.fault": c.sim_fault,
         "sim.faults": c.sim_faults,
+        "sim.state": c.sim_state,
         "sim.network": c.sim_network,
         "sim.power_cut": c.sim_power_cut,
     }

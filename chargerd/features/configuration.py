@@ -230,7 +230,14 @@ class ConfigurationService:
         on_change: Listener | None = None,
     ) -> None:
         """A comma-separated list of ``allowed`` items, without duplicates, at most max_items."""
-        limit = max_items if callable(max_items) else (lambda: int(max_items))  # type: ignore[arg-type]
+        if callable(max_items):
+            limit = max_items
+        else:
+            count = int(max_items)
+
+            def limit() -> int:
+                return count
+
         self.declare(
             key,
             default,

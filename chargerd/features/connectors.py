@@ -1,13 +1,19 @@
 """Connectors: the supervisor that watches the hardware and moves the contactor.
 
-Each connector is polled: EV state from the control pilot, standing faults
-from every device, a meter reading once a second.  Plug and unplug become
+Each connector is polled: EV state from the control pilot and standing faults
+from every device, every ``poll_s``.  The meter is read in a task of its own
+(``meter_loop``), once a second with its own timeout: a silent meter (2 s per
+Modbus read) must never slow the pilot sampling or delay a stop.  Plug and unplug become
 transaction events, the contactor follows the EV's request only while a
 transaction runs and nothing makes charging unsafe, and the OCPP status is
 recomputed by the pure status machine (chargerd.features.status) each pass.
 
 Fail safe: any unsafe fault opens the contactor and ends the transaction;
-the PWM goes back to 100 % whenever no transaction runs.
+the PWM goes back to 100 % whenever no transaction runs.  A stop sets the PWM
+and opens the contactor before it awaits anything else (the meter reading for
+meterStop comes after).  Each completed pass is time-stamped so that the
+systemd watchdog is fed only while every connector is really supervised
+(``supervision_stale``): a driver call that hangs stops the feeding.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from chargerd.clock import Clock
-from chargerd.features import protection
+from chargerd.features import meter_task, protection
 from chargerd.features import status as status_machine
 from chargerd.features.authz import same_id_tag
+from chargerd.features.liveness import stale_supervision
 from chargerd.features.transactions import ActiveTx, TransactionRefused, TransactionService
 from chargerd.features.txids import tx_label
 from hal.errors import HardwareError
@@ -120,8 +127,9 @@ class ConnectorSupervisor:
         clock: Clock,
         report_status: Callable[[int, str, str], None],
         max_current_a: float = 32.0,
-        poll_s: float = 0.05,
+        poll_s: float = 0.04,  # 25 passes a second: the pilot sampled at >= 20 Hz
         meter_poll_s: float = 1.0,
+        meter_timeout_s: float = 3.0,
         ventilated: bool = False,
     ) -> None:
         self.connectors = {c.id: c for c in connectors}
@@ -132,6 +140,12 @@ class ConnectorSupervisor:
         self.max_current_a = max_current_a
         self._poll_s = poll_s
         self._meter_poll_s = meter_poll_s
+        # A backstop above the driver's own timeout (Modbus: 1 s x 2 tries): a read that
+        # never returns ends here, and the meter task goes on.  Below the watchdog's
+        # 4 s: a stop holds the connector while it reads meterStop.
+        self._meter_timeout_s = meter_timeout_s
+        self._meter_wake = {c.id: asyncio.Event() for c in connectors}
+        self.pass_at = {c.id: clock.monotonic() for c in connectors}
         self._wake = asyncio.Event()
         self.station_operative = True
         self.on_idle: list[Callable[[], Awaitable[None] | None]] = []
@@ -152,28 +166,54 @@ class ConnectorSupervisor:
     # -- the loop --------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Supervise every connector, each with its meter read by a task of its own."""
         loop = asyncio.get_running_loop()
         for conn in self.connectors.values():
             if conn.hw.rcd is not None:
                 # The trip itself opened the contactor (hal/); this only wakes the pass
                 # that ends the transaction and reports the fault.
                 conn.hw.rcd.on_trip(lambda: loop.call_soon_threadsafe(self.poke))
-        while True:
-            # Cleared before the pass, so that a poke during it (a PWM just offered, a
-            # command) runs the next pass at once instead of after the poll interval.
-            self._wake.clear()
+        async with asyncio.TaskGroup() as group:
             for conn in self.connectors.values():
+                group.create_task(self.meter_loop(conn), name=f"meter-{conn.id}")
+            while True:
+                # Cleared before the pass, so that a poke during it (a PWM just offered, a
+                # command) runs the next pass at once instead of after the poll interval.
+                self._wake.clear()
+                await self.run_pass()
                 try:
-                    await self.tick(conn)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("connector %d supervision failed; opening its contactor", conn.id)
-                    await self._force_open(conn)
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
+                except TimeoutError:
+                    pass
+
+    async def run_pass(self) -> None:
+        """One pass over every connector; each completed one is time-stamped."""
+        for conn in self.connectors.values():
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
-            except TimeoutError:
-                pass
+                await self.tick(conn)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("connector %d supervision failed; opening its contactor", conn.id)
+                await self._force_open(conn)
+            self.pass_at[conn.id] = self._clock.monotonic()
+
+    def supervision_stale(self, max_age_s: float) -> str | None:
+        """Why the watchdog must not be fed (a connector without a recent pass), else None."""
+        return stale_supervision(self.pass_at, self._clock.monotonic(), max_age_s)
+
+    async def meter_loop(self, conn: ConnectorRuntime) -> None:
+        """The meter of ``conn``, read every ``meter_poll_s`` (at once when poked)."""
+        await meter_task.run(
+            lambda: self.poll_meter(conn),
+            self._meter_wake[conn.id],
+            due=lambda: conn.sample_at + self._meter_poll_s - self._clock.monotonic(),
+        )
+
+    async def poll_meter(self, conn: ConnectorRuntime) -> None:
+        """Read the meter if a reading is due (one step of ``meter_loop``)."""
+        if self._clock.monotonic() - conn.sample_at >= self._meter_poll_s:
+            await self._read_meter(conn, fresh=True, wait_silent=True)
 
     async def tick(self, conn: ConnectorRuntime) -> None:
         hw = conn.hw
@@ -182,7 +222,6 @@ class ConnectorSupervisor:
                 ev = await hw.pilot.ev_state()
             except HardwareError:
                 ev = conn.ev_state
-            await self._read_meter(conn)
             faults = (
                 hw.contactor.faults()
                 | hw.meter.faults()
@@ -232,7 +271,7 @@ class ConnectorSupervisor:
         self._update_status(conn)
 
     async def read_meter(self, conn: ConnectorRuntime) -> MeterSample | None:
-        """A fresh reading (the last good one when the meter is silent)."""
+        """A fresh reading (the last good one when the meter is silent, without waiting)."""
         return await self._read_meter(conn, fresh=True)
 
     async def read_meter_now(self, conn: ConnectorRuntime) -> MeterSample | None:
@@ -247,15 +286,19 @@ class ConnectorSupervisor:
         return sample
 
     async def _read_meter(
-        self, conn: ConnectorRuntime, *, fresh: bool = False
+        self, conn: ConnectorRuntime, *, fresh: bool = False, wait_silent: bool = False
     ) -> MeterSample | None:
-        now = self._clock.monotonic()
-        if fresh or now - conn.sample_at >= self._meter_poll_s:
-            conn.sample_at = now
-            try:
-                conn.sample = await conn.hw.meter.read()
-            except HardwareError:
-                conn.sample = conn.hw.meter.last_sample or conn.sample
+        """The latest reading; ``fresh`` reads the meter now.
+
+        A meter already known to be silent is not waited for (``wait_silent`` is for
+        the meter task, which finds out when it answers again): a stop or a command
+        takes the last good reading at once instead of a bus timeout later.
+        """
+        if fresh and (wait_silent or Fault.METER_FAILURE not in conn.hw.meter.faults()):
+            conn.sample_at = self._clock.monotonic()
+            conn.sample = await meter_task.read(
+                conn.hw.meter, conn.sample, timeout_s=self._meter_timeout_s, name=conn.id
+            )
         return conn.sample
 
     async def _supervise_tx(self, conn: ConnectorRuntime) -> None:
@@ -298,7 +341,8 @@ class ConnectorSupervisor:
         if want and not hw.contactor.closed:
             if not await protection.rcd_ready(conn):
                 return
-            conn.sample_at = -1e9  # the power changes now: read the meter on the next pass
+            conn.sample_at = -1e9  # the power changes now: the meter task reads at once
+            self._meter_wake[conn.id].set()
             try:
                 await hw.contactor.close()
                 log.info("connector %d: contactor closed, EV charging", conn.id)
@@ -414,6 +458,11 @@ class ConnectorSupervisor:
     ) -> None:
         if conn.tx is None:
             return
+        # Energy off first, before any awaited I/O: PWM to 100 %, contactor open.  Only
+        # then the meter reading for meterStop (no energy flows any more).
+        conn.hw.pilot.set_offered_current(None)
+        if conn.hw.contactor.closed or conn.stop_pending is None:
+            await self._force_open(conn)
         sample = await self._read_meter(conn, fresh=True)
         owner = conn.tx.id_tag
         try:
@@ -435,14 +484,10 @@ class ConnectorSupervisor:
                 tx_label(conn.tx.local_id, conn.tx.transaction_id),
                 exc,
             )
-            conn.hw.pilot.set_offered_current(None)
-            await self._force_open(conn)
             if conn.hw.lock is not None and reason in UNLOCK_AFTER:
                 await self._unlock(conn)
             return
         conn.stop_pending = None
-        conn.hw.pilot.set_offered_current(None)
-        await self._force_open(conn)
         conn.finishing = conn.ev_state.plugged and not unplugged
         if conn.hw.lock is not None and reason in UNLOCK_AFTER:
             await self._unlock(conn)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from hal.errors import ContactorError, LockError, MeterError
@@ -35,11 +36,19 @@ class MockContactor:
 
     def __init__(self, sim: SimConnector) -> None:
         self._sim = sim
+        # When the coil command last changed, on the system-wide monotonic clock
+        # (time.monotonic), so that a bench in another process can time a reaction.
+        self.changed_at: float | None = None
         self._interlocks: list[Callable[[], str | None]] = []
 
     @property
     def closed(self) -> bool:
         return self._sim.contactor_commanded
+
+    def _command(self, closed: bool) -> None:
+        if closed != self._sim.contactor_commanded:
+            self.changed_at = time.monotonic()
+        self._sim.command_contacts(closed)
 
     def add_interlock(self, blocked: Callable[[], str | None]) -> None:
         """``close()`` refuses while ``blocked()`` returns a reason (an RCD tripped)."""
@@ -47,7 +56,7 @@ class MockContactor:
 
     def open_now(self) -> None:
         """Open at once, synchronously (an interlock's trip)."""
-        self._sim.command_contacts(False)
+        self._command(False)
 
     async def close(self) -> None:
         for blocked in self._interlocks:
@@ -57,10 +66,10 @@ class MockContactor:
                     f"connector {self._sim.number}: contactor may not close: {reason}",
                     Fault.CONTACTOR_FAILED_TO_CLOSE,
                 )
-        self._sim.command_contacts(True)
+        self._command(True)
 
     async def open(self) -> None:
-        self._sim.command_contacts(False)
+        self._command(False)
         if self._sim.contacts_closed:
             raise ContactorError(
                 f"connector {self._sim.number}: contacts still closed after open (welded)",
@@ -160,10 +169,11 @@ class MockRfidReader:
 class MockEnergyMeter:
     """Three-phase meter on the simulated supply; a silent meter still counts."""
 
-    def __init__(self, sim: SimConnector) -> None:
+    def __init__(self, sim: SimConnector, *, silent_delay_s: float = 0.0) -> None:
         self._sim = sim
         self._last: MeterSample | None = None
         self.silent = False
+        self.silent_delay_s = silent_delay_s  # a silent read fails after this (a bus timeout)
         self._logged_silent = False
 
     @property
@@ -174,6 +184,8 @@ class MockEnergyMeter:
         # The register keeps counting while the bus is silent (as a real meter
         # would), so the first reading after recovery jumps by what was missed.
         self._sim.advance()
+        if self.silent and self.silent_delay_s > 0:
+            await asyncio.sleep(self.silent_delay_s)
         if self.silent:
             if not self._logged_silent:
                 log.error("connector %s: mock meter does not answer", self._sim.number)
@@ -194,6 +206,7 @@ class MockPilot:
 
     def __init__(self, sim: SimConnector) -> None:
         self._sim = sim
+        self.reads = 0  # CP samples taken: the bench's pilot sampling rate
 
     @property
     def offered_current_a(self) -> float | None:
@@ -203,6 +216,7 @@ class MockPilot:
         self._sim.set_offer(amps)
 
     async def ev_state(self) -> EvState:
+        self.reads += 1
         return self._sim.ev_state()
 
     async def cable_capacity_a(self) -> int | None:

@@ -308,6 +308,9 @@ class MockStation:
             "power_w": s.power_w(),
             "energy_wh": s.energy_wh,
             "current_a": s.current_a(),
+            # for reaction-time probes (chargerd.bench.perflib.reaction)
+            "contactor_changed_at": c.contactor.changed_at,
+            "pilot_reads": c.pilot.reads,
         }
 
     def close(self) -> None:
@@ -373,7 +376,7 @@ def open_mock_station(
                 sim=sim,
                 contactor=contactor,
                 lock=MockCableLock(n) if mock.lock else None,
-                meter=MockEnergyMeter(sim),
+                meter=MockEnergyMeter(sim, silent_delay_s=mock.meter_silent_delay_s),
                 pilot=MockPilot(sim),
                 indicator=MockIndicator(monotonic),
                 rcd=rcd,

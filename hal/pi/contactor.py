@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 from gpiozero import DigitalInputDevice, OutputDevice
 
-from hal.config import ContactorConfig
-from hal.errors import ContactorError
+from hal.config import ContactorConfig, unsafe_contactor_pull
+from hal.errors import ContactorError, HardwareConfigError
 from hal.interfaces import Fault
 from hal.pi.debounce import DebouncedInput
 
@@ -48,6 +48,9 @@ class GpioContactor:
         debounce_reads: int = 3,
         debounce_s: float = 0.01,
     ) -> None:
+        unsafe = unsafe_contactor_pull(cfg)
+        if unsafe is not None:  # the configuration loader refuses it too; this is the last word
+            raise HardwareConfigError(f"contactor on GPIO{cfg.pin}: {unsafe}")
         self._cfg = cfg
         self._interlocks: list[Callable[[], str | None]] = []
         self._commanded = False

@@ -8,6 +8,12 @@ meter that was unplugged comes back without a restart.
 
 What a meter model keeps where is data (hal/meters/<model>.toml); this module
 knows only how to read register blocks and when a reading is not to be trusted.
+
+Whatever the Modbus library raises (its own exceptions, an OSError of the
+serial port, a TypeError of an API that changed under us) surfaces as a
+MeterError, i.e. as a meter fault: a meter is never a reason for the daemon
+to stop.  pymodbus changes its API in minor releases (``slave=`` became
+``device_id=`` in 3.10), so pyproject.toml pins the minor release tested.
 """
 
 from __future__ import annotations
@@ -18,7 +24,6 @@ import math
 from collections.abc import Sequence
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
 
 from hal.config import MeterBusConfig
 from hal.errors import HardwareConfigError, MeterError
@@ -89,7 +94,7 @@ class ModbusBus:
                 except asyncio.CancelledError:
                     self._drop_client()  # an answer may still be on its way
                     raise
-                except (TimeoutError, ModbusException, OSError) as exc:
+                except Exception as exc:  # TimeoutError, ModbusException, OSError, and any other
                     # A late answer must not be taken for the next request's: start over.
                     self._drop_client()
                     raise MeterError(
@@ -99,12 +104,19 @@ class ModbusBus:
                 finally:
                     if self._gap_s:
                         await asyncio.sleep(self._gap_s)
-                if response.isError():
+                try:
+                    failed = response.isError()
+                    registers = [] if failed else list(response.registers)
+                except Exception as exc:
+                    raise MeterError(
+                        f"unit {unit_id} on {self.name}: unreadable response {response!r} "
+                        f"reading 0x{block.start:04X}+{block.count} ({exc})"
+                    ) from exc
+                if failed:
                     raise MeterError(
                         f"unit {unit_id} on {self.name}: exception response "
                         f"{response.exception_code} reading 0x{block.start:04X}+{block.count}"
                     )
-                registers = list(response.registers)
                 if len(registers) < block.count:
                     raise MeterError(
                         f"unit {unit_id} on {self.name}: {len(registers)} registers "
@@ -127,18 +139,20 @@ class ModbusBus:
         await self.close()
 
     async def _connected(self) -> _Client:
-        client = self._client
-        if client is None:
-            client = self._client = self._new_client()
-        if not client.connected:
-            try:
-                ok = await client.connect()
-            except (TimeoutError, ModbusException, OSError) as exc:
-                self._drop_client()
-                raise MeterError(f"cannot open meter bus {self.name}: {exc}") from exc
-            if not ok:
-                self._drop_client()
-                raise MeterError(f"cannot open meter bus {self.name}")
+        try:
+            client = self._client
+            if client is None:
+                client = self._client = self._new_client()
+            ok = client.connected or await client.connect()
+        except asyncio.CancelledError:
+            self._drop_client()
+            raise
+        except Exception as exc:  # ModbusException, OSError, TypeError of a changed API...
+            self._drop_client()
+            raise MeterError(f"cannot open meter bus {self.name}: {exc}") from exc
+        if not ok:
+            self._drop_client()
+            raise MeterError(f"cannot open meter bus {self.name}")
         return client
 
     def _new_client(self) -> _Client:
@@ -166,9 +180,12 @@ class ModbusBus:
         )
 
     def _drop_client(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:
+                log.debug("closing the Modbus client of %s failed", self.name, exc_info=True)
 
 
 class ModbusMeter:
@@ -211,7 +228,12 @@ class ModbusMeter:
             words = await self._bus.read_blocks(
                 unit_id=self._unit_id, function=self._map.function, blocks=self._blocks
             )
-            sample = self._map.decode(words)
+            try:
+                sample = self._map.decode(words)
+            except Exception as exc:
+                raise MeterError(
+                    f"meter {self.model} unit {self._unit_id}: registers do not decode ({exc})"
+                ) from exc
             self._check(sample)
         except MeterError as exc:
             self._fail(exc)

@@ -24,6 +24,7 @@ from hal.pi.indicator import GpioIndicator
 from hal.pi.lock import GpioCableLock
 from hal.pi.pilot import GpioPilot
 from hal.pi.rcd import GpioRcd, interlock_rcd
+from hal.pi.workdir import prepare_lgpio_workdir
 
 __all__ = ["PinUse", "check_pins", "make_pin_factory", "open_pi_station", "pin_uses"]
 
@@ -154,14 +155,18 @@ async def open_pi_station(
     ``pin_factory`` (a gpiozero Factory) wins over ``cfg.pin_factory``; a
     factory built here from its name is closed with the station, one passed
     in belongs to the caller.  ``pwm_settle`` is handed to the sysfs PWM
-    drivers (an emulated kernel's ``sync``).  ``state_dir`` is not needed by
-    real hardware; with ``pin_factory = "mock"`` it holds the emulated PWM
-    sysfs tree (hal.emulated.sysfs_pwm) that the pilots then use.
+    drivers (an emulated kernel's ``sync``).  ``state_dir`` is where lgpio makes
+    its notification pipe when neither the working directory nor the unit's
+    RuntimeDirectory is writable (hal.pi.workdir); with ``pin_factory = "mock"``
+    it holds the emulated PWM sysfs tree (hal.emulated.sysfs_pwm) that the
+    pilots then use.
     """
     check_pins(cfg)
     if not cfg.connectors:
         raise HardwareConfigError("a station needs at least one connector")
     closers: list[Callable[[], Any]] = []
+    if pin_factory is None and cfg.pin_factory in (None, "lgpio"):
+        prepare_lgpio_workdir([state_dir])  # before anything imports lgpio
     try:
         factory = pin_factory
         if factory is None and cfg.pin_factory is not None:

@@ -144,6 +144,7 @@ class Bench:
     async def tick(self, times: int = 1) -> None:
         for _ in range(times):
             for conn in self.supervisor.connectors.values():
+                await self.supervisor.poll_meter(conn)  # the meter task's step
                 await self.supervisor.tick(conn)
 
     async def run_for(self, seconds: float, step: float = 1.0) -> None:

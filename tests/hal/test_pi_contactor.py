@@ -63,7 +63,7 @@ async def test_starts_open_closes_and_opens_the_coil(factory: MockFactory) -> No
 
 
 async def test_active_low_coil(factory: MockFactory) -> None:
-    contactor = make(factory, active_high=False)
+    contactor = make(factory, active_high=False, hardware_pull="up")
     coil = factory.pin(COIL)
     assert coil.state is True  # open = inactive = high on an active-low driver
     await contactor.close()

@@ -30,7 +30,7 @@ def percentile(samples: list[float], p: float) -> float:
 class Target:
     """``judge`` (p99, max or min of the samples) compared with ``op`` to ``value``."""
 
-    op: str  # "<" or ">="
+    op: str  # "<", "<=" or ">="
     value: float
     judge: str = "p99"
 
@@ -40,6 +40,8 @@ class Target:
     def met(self, stat: float) -> bool:
         if self.op == "<":
             return stat < self.value
+        if self.op == "<=":
+            return stat <= self.value
         if self.op == ">=":
             return stat >= self.value
         raise ValueError(f"unknown target operator {self.op!r}")

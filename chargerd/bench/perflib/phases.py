@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from chargerd.bench.csms.csms import BenchCsms, CsmsCallError
-from chargerd.bench.perflib import profiles
+from chargerd.bench.perflib import profiles, reaction
 from chargerd.bench.perflib.figures import Figure, Target
 from chargerd.bench.perflib.probes import TX_MESSAGES, Arrivals, NotifyListener, cpu_seconds, rss_mb
 from chargerd.bench.perflib.profiles import PROFILE_TARGETS, profile_figures
@@ -48,6 +48,8 @@ class Plan:
     replay_connectors: int = 8
     replay_offline_s: float = 30.0
     backlog: int = 10_000
+    reaction_cycles: int = 20  # per trigger, healthy and silent meter
+    pilot_rate_s: float = 3.0
     triggers: int = 200
     list_updates: int = 10
     list_size: int = 10_000
@@ -64,6 +66,8 @@ QUICK = Plan(
     replay_connectors=2,
     replay_offline_s=3.0,
     backlog=500,
+    reaction_cycles=1,
+    pilot_rate_s=1.0,
     triggers=12,
     list_updates=2,
 )
@@ -118,7 +122,7 @@ def make_figures() -> dict[str, Figure]:
     }
     for fig in figs:
         fig.target = targets.get(fig.key)
-    return {f.key: f for f in figs}
+    return {f.key: f for f in figs + reaction.make_figures()}
 
 
 def _conn(status: dict, n: int = 1) -> dict:
@@ -427,6 +431,21 @@ class Bench:
 
     async def local_list(self) -> None:
         await profiles.local_list(self)
+
+    async def reaction(self) -> None:
+        """Stop triggers -> contactor open and the pilot sampling rate, healthy and silent meter."""
+        # A silent meter fails each read after 2 s, as a Modbus RTU meter does (1 s x 2 tries).
+        rig = self.rig("reaction", "CP-REACT", mock={"meter_silent_delay_s": 2.0})
+        await rig.start()
+        await self.registered(rig)
+        await reaction.measure(
+            rig,
+            self.csms,
+            self.figs,
+            cycles=self.plan.reaction_cycles,
+            rate_s=self.plan.pilot_rate_s,
+        )
+        await rig.stop()
 
     async def stop_main(self) -> None:
         if self.main is not None:
