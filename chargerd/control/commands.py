@@ -338,9 +338,12 @@ class Commands:
             id_tag = normalize_presented(uid)
         except ValueError as exc:
             raise CommandRefused(str(exc)) from None
-        if args.get("await_outcome") is False:  # rigs that time what follows the card
-            return {"done": True, "read": bool(sim.present_card(id_tag)), "id_tag": id_tag}
-        return await card_outcome(self.d.cards, self.d.supervisor, sim, id_tag)
+        try:
+            if args.get("await_outcome") is False:  # rigs that time what follows the card
+                return {"done": True, "read": bool(sim.present_card(id_tag)), "id_tag": id_tag}
+            return await card_outcome(self.d.cards, self.d.supervisor, sim, id_tag)
+        except ValueError as exc:  # a card this reader cannot hold (an emulated RC522: hex UIDs)
+            raise CommandRefused(str(exc)) from None
 
     async def sim_fault(self, args: dict) -> dict:
         sim = self._sim()
