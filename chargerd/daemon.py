@@ -475,7 +475,7 @@ def _preflight(path: Path) -> int:
 
 def _start(cfg: Config, path: Path) -> int:
     from chargerd.logs import setup_logging
-    from chargerd.startup import make_private
+    from chargerd.startup import FailedWhileRunning, make_private
 
     os.umask(0o077)  # idTags are personal data: state files 0600, directories 0700
     redactor = Redactor() if cfg.logging.redact_id_tags else None
@@ -486,7 +486,13 @@ def _start(cfg: Config, path: Path) -> int:
     for noisy in ("websockets", "pymodbus"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-    return asyncio.run(Daemon(cfg, config_path=path, redactor=redactor).run())
+    daemon = Daemon(cfg, config_path=path, redactor=redactor)
+    try:
+        return asyncio.run(daemon.run())
+    except Exception as exc:
+        if daemon._tasks:  # it had started: a failure, not a start-up error
+            raise FailedWhileRunning(exc) from exc
+        raise
 
 
 if __name__ == "__main__":

@@ -46,6 +46,8 @@ PHASES: list[tuple[str, tuple[str, ...]]] = [
             "resp_data_transfer",
             "resp_trigger_message",
             "resp_remote_start",
+            "resp_set_charging_profile",
+            "resp_get_composite_schedule",
         ),
     ),
     ("remote_sessions", ("remote_start_to_start_tx", "remote_stop_to_stop_tx")),

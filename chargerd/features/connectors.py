@@ -436,7 +436,10 @@ class ConnectorSupervisor:
         """Offer again after the limit in force changed (smart charging), if a transaction runs."""
         async with conn.busy:
             if conn.tx is not None and conn.stop_pending is None:
-                await self._offer(conn)
+                if self.limit_for is not None and self.limit_for(conn.id) < 6.0:
+                    conn.hw.pilot.set_offered_current(None)  # a pause: no I/O before it
+                else:
+                    await self._offer(conn)
                 await self._drive_contactor(conn)  # a paused EV: the contactor opens now
         self._update_status(conn)
 

@@ -52,7 +52,7 @@ class RemoteService:
         self._pending_remote: dict[str, deque[int]] = {}
         self._accepted_stops: set[int] = set()  # RemoteStopTransaction answered Accepted
         # Smart charging: judges (and keeps) the TxProfile a remote start carries; False rejects.
-        self.check_charging_profile: Callable[[int, dict], bool] | None = None
+        self.check_charging_profile: Callable[[int, str, dict], bool] | None = None
 
     # -- RemoteStartTransaction ---------------------------------------------------------
 
@@ -66,7 +66,7 @@ class RemoteService:
             return call_result.RemoteStartTransaction(status=RemoteStartStopStatus.rejected)
         if charging_profile is not None and not (
             self.check_charging_profile is not None
-            and self.check_charging_profile(conn.id, charging_profile)
+            and self.check_charging_profile(conn.id, id_tag, charging_profile)
         ):
             return call_result.RemoteStartTransaction(status=RemoteStartStopStatus.rejected)
         # Claim the connector now, before the answer goes out, so that a second

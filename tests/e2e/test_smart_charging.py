@@ -171,17 +171,21 @@ async def test_a_charge_point_max_profile_is_split_across_two_charging_connector
     await rig.wait_status(offered(2, 32.0), what="32 A on connector 2")
 
 
-async def test_a_period_boundary_a_few_seconds_ahead_moves_the_limit_by_itself(
+async def test_a_period_boundary_a_few_seconds_ahead_moves_the_limit_with_the_link_down(
     make_registered_rig, csms, start_charging
 ):
     rig = await make_registered_rig()
     await start_charging(rig)
     start = csms.now()
-    raw = profile(3, "TxDefaultProfile", [(0, 20.0), (4, 8.0)], start=start)
+    raw = profile(3, "TxDefaultProfile", [(0, 20.0), (6, 8.0)], start=start)
     assert await set_profile(csms, 1, raw) == "Accepted"
     await rig.wait_status(offered(1, 20.0), what="20 A first")
-    await rig.wait_status(offered(1, 8.0), timeout=10, what="8 A after the boundary")
-    assert datetime.now(UTC) >= start + timedelta(seconds=4) - timedelta(milliseconds=50)
+    await rig.network(False)
+    st = await rig.wait_status(offered(1, 8.0), timeout=12, what="8 A after the boundary")
+    assert st["ocpp"]["connected"] is False
+    assert st["connectors"][0]["status"] == "Charging"
+    assert datetime.now(UTC) >= start + timedelta(seconds=6) - timedelta(milliseconds=50)
+    await rig.network(True)
 
 
 class ShiftedClock(SystemClock):

@@ -259,9 +259,9 @@ CASES = [
         [(0, 5520.0), (H, 6900.0)],
     ),
     (
-        "a limit in W on one phase is that many amperes on that phase",
+        "a limit in W is converted with the connector's phases, whatever numberPhases says",
         [
-            prof(1, unit="W", start=NOW, periods=[(0, 2300.0, 1)]),
+            prof(1, unit="W", start=NOW, periods=[(0, 6900.0, 1)]),
             prof(2, "ChargePointMaxProfile", start=NOW, periods=[(0, 16.0)]),
         ],
         NOW,

@@ -146,11 +146,16 @@ async def test_zero_amps_suspends_the_ev_and_a_new_profile_resumes_it(bench):
     assert snap(b)["offered_current_a"] is None
     assert not snap(b)["contactor_commanded"]
     assert b.conn(1).status == "SuspendedEVSE" and b.conn(1).tx is not None
+    assert b.svc.status_fields(1) == {
+        "limit_a": 0.0,
+        "limit_source": "TxDefaultProfile #1 (paused: below 6 A)",
+    }
     # Below 6 A is a pause too: the pilot cannot signal 4 A.
     b.svc.set_profile(0, cs_profile(2, limit=4.0, stack=1, start=b.clock.now()))
     await b.svc.apply()
     await b.tick()
     assert b.conn(1).status == "SuspendedEVSE"
+    assert b.svc.status_fields(1)["limit_a"] == 4.0
     b.svc.set_profile(0, cs_profile(3, limit=20.0, stack=2, start=b.clock.now()))
     await b.svc.apply()
     await b.tick(2)
@@ -374,7 +379,7 @@ def test_the_keys_are_declared_read_only_and_smart_charging_is_advertised(bench)
 async def test_a_remote_start_txprofile_applies_from_the_first_offer(bench):
     b = bench
     raw = cs_profile(7, "TxProfile", 12.0, kind="Relative")
-    assert b.svc.accept_remote_profile(1, raw) is True
+    assert b.svc.accept_remote_profile(1, TAG, raw) is True
     await charging(b)
     assert snap(b)["offered_current_a"] == 12.0
     assert b.svc.profiles[7].tx_local_id == b.conn(1).tx.local_id
@@ -390,7 +395,7 @@ async def test_a_remote_start_txprofile_applies_from_the_first_offer(bench):
     ],
 )
 def test_a_remote_start_with_an_unusable_profile_is_refused(bench, raw):
-    assert bench.svc.accept_remote_profile(1, raw) is False
+    assert bench.svc.accept_remote_profile(1, TAG, raw) is False
 
 
 # -- GetCompositeSchedule ------------------------------------------------------------------------
@@ -401,7 +406,7 @@ async def test_get_composite_schedule_answers_a_valid_result(bench):
     now = b.clock.now()
     b.svc.set_profile(0, cs_profile(1, "ChargePointMaxProfile", unit="W", limit=6900, start=now))
     b.svc.set_profile(1, cs_profile(2, start=now, periods=[(0, 8.0), (600, 16.0)]))
-    result = b.svc.on_get_composite_schedule(connector_id=1, duration=3600)
+    result = await b.svc.on_get_composite_schedule(connector_id=1, duration=3600)
     payload = {
         "status": result.status,
         "connectorId": result.connector_id,
@@ -420,6 +425,37 @@ async def test_get_composite_schedule_answers_a_valid_result(bench):
 
     assert _result_payload(result) == payload
     await check_result("GetCompositeSchedule", "u1", payload)
-    assert b.svc.on_get_composite_schedule(connector_id=3, duration=60).status == "Rejected"
-    watts = b.svc.on_get_composite_schedule(connector_id=0, duration=60, charging_rate_unit="W")
+    assert (await b.svc.on_get_composite_schedule(connector_id=3, duration=60)).status == "Rejected"
+    watts = await b.svc.on_get_composite_schedule(
+        connector_id=0, duration=60, charging_rate_unit="W"
+    )
     assert watts.charging_schedule["charging_schedule_period"][0]["limit"] == 6900.0
+
+
+async def test_a_remote_start_txprofile_is_not_given_to_another_idtag(bench):
+    b = bench
+    raw = cs_profile(7, "TxProfile", 12.0, kind="Relative")
+    assert b.svc.accept_remote_profile(1, "A1B2C3D4", raw) is True
+    await charging(b)  # a card, not the app user the CSMS started for
+    assert snap(b)["offered_current_a"] == 32.0 and 7 not in b.svc.profiles
+
+
+# -- Current.Offered and Power.Offered ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("volts", "offered", "watts"),
+    [((230.0, 230.0, 230.0), 10.0, "6900.0"), ((230.0,), 16.0, "3680.0"), ((230.0,), None, "0.0")],
+)
+def test_power_offered_is_the_offered_current_on_the_phases_the_meter_sees(volts, offered, watts):
+    from chargerd.features import metering
+    from hal.interfaces import MeterSample
+
+    values = metering.sampled_values(
+        MeterSample(energy_wh=1.0, voltage_v=volts),
+        ["Current.Offered", "Power.Offered"],
+        context="Sample.Periodic",
+        offered_current_a=offered,
+    )
+    got = {v["measurand"]: (v["value"], v["unit"]) for v in values}
+    assert got == {"Current.Offered": (f"{offered or 0:.1f}", "A"), "Power.Offered": (watts, "W")}

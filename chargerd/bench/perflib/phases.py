@@ -86,6 +86,8 @@ def make_figures() -> dict[str, Figure]:
         Figure("resp_data_transfer", "DataTransfer response", "ms"),
         Figure("resp_remote_start", "RemoteStartTransaction response", "ms"),
         Figure("resp_trigger_message", "TriggerMessage(Heartbeat) response", "ms"),
+        Figure("resp_set_charging_profile", "SetChargingProfile response", "ms"),
+        Figure("resp_get_composite_schedule", "GetCompositeSchedule (24 h) response", "ms"),
         Figure("remote_start_to_start_tx", "RemoteStart -> StartTransaction.req", "ms"),
         Figure("remote_stop_to_stop_tx", "RemoteStop -> StopTransaction.req", "ms"),
         Figure("card_to_authorize", "card -> Authorize.req", "ms"),
@@ -111,6 +113,8 @@ def make_figures() -> dict[str, Figure]:
         "resp_data_transfer": RESPONSE_TARGET,
         "resp_remote_start": RESPONSE_TARGET,
         "resp_trigger_message": RESPONSE_TARGET,
+        "resp_set_charging_profile": RESPONSE_TARGET,
+        "resp_get_composite_schedule": RESPONSE_TARGET,
         "remote_start_to_start_tx": REMOTE_TARGET,
         "remote_stop_to_stop_tx": REMOTE_TARGET,
         "start_to_boot": BOOT_TARGET,
@@ -289,6 +293,46 @@ class Bench:
 
         await self._trigger_message(rig, n)
         await self._remote_start_answers(rig, n)
+        await self._smart_charging_answers(rig, n)
+
+    async def _smart_charging_answers(self, rig: StationRig, n: int) -> None:
+        """SetChargingProfile (persisted before the answer) and GetCompositeSchedule over a day
+        with a 48-period daily profile; the profiles allow 80 A and are cleared afterwards."""
+        now = self.csms.now()
+        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        periods = [{"startPeriod": i * 1800, "limit": 6.0 + (i * 7) % 24} for i in range(48)]
+        fig = self.figs["resp_set_charging_profile"]
+        for i in range(n):
+            profile = {
+                "chargingProfileId": 1 + i % 2,
+                "stackLevel": i % 2,
+                "chargingProfilePurpose": "TxDefaultProfile",
+                "chargingProfileKind": "Recurring",
+                "recurrencyKind": "Daily",
+                "chargingSchedule": {
+                    "chargingRateUnit": "A",
+                    "startSchedule": start.isoformat().replace("+00:00", "Z"),
+                    "chargingSchedulePeriod": periods,
+                },
+            }
+            ms, res = await self.call(
+                rig, "SetChargingProfile", {"connectorId": 0, "csChargingProfiles": profile}
+            )
+            if res.get("status") != "Accepted":
+                raise RuntimeError(f"SetChargingProfile answered {res}")
+            fig.add(ms)
+        fig.note = "48-period daily TxDefaultProfile, persisted (fsync) before the answer"
+        fig = self.figs["resp_get_composite_schedule"]
+        for _ in range(n):
+            ms, res = await self.call(
+                rig, "GetCompositeSchedule", {"connectorId": 1, "duration": 86400}
+            )
+            if res.get("status") != "Accepted":
+                raise RuntimeError(f"GetCompositeSchedule answered {res}")
+            fig.add(ms)
+        periods_out = len(res["chargingSchedule"]["chargingSchedulePeriod"])
+        fig.note = f"two 48-period daily profiles stacked: {periods_out} periods answered"
+        await self.call(rig, "ClearChargingProfile", {})
 
     async def _trigger_message(self, rig: StationRig, n: int) -> None:
         fig = self.figs["resp_trigger_message"]

@@ -21,10 +21,14 @@ How a limit at an instant ``t`` is found (OCPP 1.6 §3.13):
 4. The limit is the minimum of ChargePointMaxProfile, the Tx/TxDefault result
    and the station's own maximum (which also fills any gap no profile covers).
 
-Limits in W are converted to A with the period's numberPhases (at most the
-connector's phases) and the nominal voltage: A = W / (V x phases).  The
-composite is computed in A and converted back for a W answer with the phases
-of each period, so W and A profiles mix.
+Limits in W are converted to A with the connector's phases and the nominal
+voltage: A = W / (V x phases), whatever numberPhases says.  The pilot offers a
+current per phase and cannot make an EV charge on fewer phases
+(ConnectorSwitch3to1PhaseSupported is false), so only the connector's phases
+bound the power: 6900 W "on one phase" is offered as 10 A, which a three-phase
+EV turns into 6900 W, not 20700.  The composite is computed in A and converted
+back the same way for a W answer, so W and A profiles mix; numberPhases is
+reported as given (at most the connector's).
 """
 
 from __future__ import annotations
@@ -60,13 +64,11 @@ class Electrical:
     voltage_v: float = 230.0
     phases: int = 3
 
-    def amps(self, watts: float, phases: int | None) -> float:
-        n = min(phases or self.phases, self.phases)
-        return watts / (self.voltage_v * n)
+    def amps(self, watts: float) -> float:
+        return watts / (self.voltage_v * self.phases)
 
-    def watts(self, amps: float, phases: int | None) -> float:
-        n = min(phases or self.phases, self.phases)
-        return amps * self.voltage_v * n
+    def watts(self, amps: float) -> float:
+        return amps * self.voltage_v * self.phases
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +129,9 @@ def _effective_duration(profile: Profile) -> float | None:
 
 
 def _period_at(periods: Sequence[Period], offset_s: float) -> Period:
-    i = bisect.bisect_right([p.start_s for p in periods], offset_s) - 1
+    if len(periods) == 1 or offset_s < periods[1].start_s:
+        return periods[0]
+    i = bisect.bisect_right(periods, offset_s, key=lambda p: p.start_s) - 1
     return periods[max(i, 0)]
 
 
@@ -147,10 +151,10 @@ def profile_limit(
     sched = profile.schedule
     period = _period_at(sched.periods, offset)
     phases = min(period.number_phases or elec.phases, elec.phases)
-    amps = period.limit if sched.unit == AMPS else elec.amps(period.limit, period.number_phases)
+    amps = period.limit if sched.unit == AMPS else elec.amps(period.limit)
     min_rate = sched.min_rate
     if min_rate is not None and sched.unit == WATTS:
-        min_rate = elec.amps(min_rate, period.number_phases)
+        min_rate = elec.amps(min_rate)
     return Limit(amps=amps, phases=phases, source=profile, min_rate_a=min_rate)
 
 
@@ -184,18 +188,19 @@ def limit_at(
     running transaction's (the caller passes no other).  ``station_max_a`` is
     what the hardware allows there without any profile.
     """
-    profiles = list(profiles)
-    cp_max = purpose_limit((p for p in profiles if p.purpose == CP_MAX), t, tx_start, elec)
+    groups: dict[tuple[str, bool], list[Profile]] = {}
+    for p in profiles:
+        if p.purpose == CP_MAX or p.connector_id in (0, connector_id):
+            groups.setdefault((p.purpose, p.connector_id == 0), []).append(p)
+    cp_max = purpose_limit(groups.get((CP_MAX, True), ()), t, tx_start, elec)
     candidates: list[Limit] = []
     tx: Limit | None = None
     if connector_id != 0:
-        mine = [p for p in profiles if p.connector_id == connector_id]
-        tx = purpose_limit((p for p in mine if p.purpose == TX), t, tx_start, elec)
-        if tx is None:
-            tx = purpose_limit((p for p in mine if p.purpose == TX_DEFAULT), t, tx_start, elec)
-        if tx is None:
-            station_wide = (p for p in profiles if p.purpose == TX_DEFAULT and p.connector_id == 0)
-            tx = purpose_limit(station_wide, t, tx_start, elec)
+        # TxProfile, then the connector's TxDefaultProfile, then connector 0's.
+        for key in ((TX, False), (TX_DEFAULT, False), (TX_DEFAULT, True)):
+            tx = purpose_limit(groups.get(key, ()), t, tx_start, elec)
+            if tx is not None:
+                break
         if tx is not None:
             candidates.append(tx)
     if cp_max is not None:
@@ -263,7 +268,7 @@ def composite_schedule(
             elec=elec,
             station_max_a=station_max_a,
         )
-        value = lim.amps if unit == AMPS else elec.watts(lim.amps, lim.phases)
+        value = lim.amps if unit == AMPS else elec.watts(lim.amps)
         min_rates.add(lim.min_rate_a)
         period = CompositePeriod(
             start_s=round((t - start).total_seconds()),
@@ -283,7 +288,7 @@ def composite_schedule(
     if len(min_rates) == 1:
         (rate,) = min_rates
         if rate is not None:
-            min_rate = round(rate if unit == AMPS else elec.watts(rate, None), 1)
+            min_rate = round(rate if unit == AMPS else elec.watts(rate), 1)
     return Composite(
         start=start, duration_s=duration_s, unit=unit, periods=tuple(periods), min_rate=min_rate
     )

@@ -26,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ocpp.exceptions import InternalError
@@ -40,9 +42,10 @@ from ocpp.v16.enums import (
 )
 
 from chargerd.clock import Clock, iso
-from chargerd.features.configuration import CSL, ConfigurationService, at_least
+from chargerd.features.configuration import CSL, ConfigurationService
 from chargerd.features.smart_charging.composite import (
     MIN_OFFER_A,
+    Composite,
     Demand,
     Electrical,
     Limit,
@@ -75,18 +78,26 @@ log = logging.getLogger(__name__)
 #: The timer never sleeps longer than this: the wall clock may be corrected by the
 #: CSMS (BootNotification/Heartbeat currentTime) while it sleeps on monotonic time.
 MAX_SLEEP_S = 300.0
-#: GetCompositeSchedule answers for at most this long (a longer request is cut).
-MAX_COMPOSITE_S = 7 * 86400
+#: GetCompositeSchedule answers for at most this long (a longer request is cut): two days
+#: of 32 stacked 48-period profiles take about 0.1 s, computed off the event loop.
+MAX_COMPOSITE_S = 2 * 86400
 
 
 def declare_smart_charging_keys(config: ConfigurationService) -> None:
     """The Smart Charging profile's keys (OCPP 1.6 §9.4), all read-only, and the profile itself."""
-    d = config.declare
-    d("ChargeProfileMaxStackLevel", 10, type=int, readonly=True, validator=at_least(0))
-    d("ChargingScheduleAllowedChargingRateUnit", "Current,Power", type=CSL, readonly=True)
-    d("ChargingScheduleMaxPeriods", 48, type=int, readonly=True, validator=at_least(1))
-    d("ConnectorSwitch3to1PhaseSupported", False, type=bool, readonly=True)
-    d("MaxChargingProfilesInstalled", 32, type=int, readonly=True, validator=at_least(1))
+    config.declare_int("ChargeProfileMaxStackLevel", 10, 0, 100, readonly=True)
+    config.declare_csl(
+        "ChargingScheduleAllowedChargingRateUnit",
+        "Current,Power",
+        allowed=("Current", "Power"),
+        max_items=2,
+        what="unit",
+        readonly=True,
+    )
+    config.declare_int("ChargingScheduleMaxPeriods", 48, 1, 1000, readonly=True)
+    # The pilot offers a current per phase; it cannot make an EV use fewer phases.
+    config.declare_bool("ConnectorSwitch3to1PhaseSupported", False, readonly=True)
+    config.declare_int("MaxChargingProfilesInstalled", 32, 1, 1000, readonly=True)
     profiles = config.get("SupportedFeatureProfiles")
     if "SmartCharging" not in profiles:
         config.set_internal("SupportedFeatureProfiles", CSL((*profiles, "SmartCharging")))
@@ -111,7 +122,8 @@ class SmartChargingService:
         self.station_max_a = station_max_a
         self._wake = asyncio.Event()
         self._applied: dict[int, float] = {}  # connector -> the limit last handed to its offer
-        self._pending: dict[int, dict] = {}  # connector -> a RemoteStart's TxProfile (wire form)
+        # connector -> (idTag, TxProfile in wire form) of a RemoteStartTransaction
+        self._pending: dict[int, tuple[str, dict]] = {}
         self.profiles = self._store.load()
         # No transaction survives a restart (they end as PowerLoss): neither do their TxProfiles.
         orphans = [i for i, item in self.profiles.items() if item.profile.purpose == TX]
@@ -157,24 +169,25 @@ class SmartChargingService:
         """``limit_a`` and ``limit_source`` for chargerctl status."""
         conn = self._sup.connectors[connector_id]
         now = self._clock.now()
+        usable = MIN_OFFER_A
         if self._charging(conn):
             shares, limits = self._allocation(now)
             lim = limits[connector_id]
-            amps = shares.get(connector_id, 0.0)
+            own, amps = floor_tenth(lim.amps), shares.get(connector_id, 0.0)
+            usable = max(MIN_OFFER_A, lim.min_rate_a or 0.0)
             source = lim.source_name
-            if amps < floor_tenth(lim.amps):
+            if own < usable:
+                amps = own  # paused by its own limit, not by the split
+            elif amps < own:
                 cp = purpose_limit(self._cp_max(), now, None, self.elec)
                 sharing = len([a for a in shares.values() if a > 0])
-                source = (
-                    f"{CP_MAX} #{cp.source.id} shared by {sharing}" if cp and cp.source else source
-                )
-                if amps < MIN_OFFER_A:
-                    source += " (paused)"
+                if cp is not None and cp.source is not None:
+                    source = f"{CP_MAX} #{cp.source.id} shared by {sharing}"
         else:
             lim = self._limit(conn, now)
             amps, source = floor_tenth(lim.amps), lim.source_name
-        if 0 < amps < MIN_OFFER_A and "(paused)" not in source:
-            source += " (below 6 A: paused)"
+        if amps < usable:
+            source += f" (paused: below {usable:g} A)"
         return {"limit_a": amps, "limit_source": source}
 
     # -- the limit in force ---------------------------------------------------------------
@@ -420,8 +433,12 @@ class SmartChargingService:
         )
         return ChargingProfileStatus.accepted
 
-    def accept_remote_profile(self, connector_id: int, raw: dict) -> bool:
-        """The chargingProfile of a RemoteStartTransaction: False rejects the remote start."""
+    def accept_remote_profile(self, connector_id: int, id_tag: str, raw: dict) -> bool:
+        """The chargingProfile of a RemoteStartTransaction: False rejects the remote start.
+
+        Kept for the connector until the transaction of ``id_tag`` starts there (then it is
+        installed as that transaction's TxProfile), or the remote start lapses.
+        """
         wire = to_wire(raw)
         try:
             profile = parse_profile(wire, connector_id)
@@ -435,13 +452,21 @@ class SmartChargingService:
         except ProfileRejected as exc:
             log.info("RemoteStartTransaction rejected: its charging profile: %s", exc)
             return False
-        self._pending[connector_id] = wire
+        self._pending[connector_id] = (id_tag, wire)
         self._wake.set()
         return True
 
     def _adopt_pending(self, conn: ConnectorRuntime) -> None:
-        wire = self._pending.pop(conn.id)
+        id_tag, wire = self._pending.pop(conn.id)
         assert conn.tx is not None
+        if conn.tx.id_tag.casefold() != id_tag.casefold():
+            log.info(
+                "connector %d: %s started, not the remote start's %s: its TxProfile is dropped",
+                conn.id,
+                conn.tx.id_tag,
+                id_tag,
+            )
+            return
         try:
             profile = parse_profile(wire, conn.id)
             self._check_station_rules(profile)
@@ -503,15 +528,18 @@ class SmartChargingService:
         return call_result.ClearChargingProfile(status=status)
 
     @on(Action.get_composite_schedule)
-    def on_get_composite_schedule(
+    async def on_get_composite_schedule(
         self, connector_id: int, duration: int, charging_rate_unit: str | None = None, **_: Any
     ):
         if connector_id not in range(len(self._sup.connectors) + 1) or duration <= 0:
             return call_result.GetCompositeSchedule(status=GetCompositeScheduleStatus.rejected)
         start = self._clock.now().replace(microsecond=0)
-        comp = self.composite(
+        # A pure function of a snapshot: computed in a thread, so that many stacked
+        # profiles never hold up the supervisor (a fault opens the contactor meanwhile).
+        compute = self.composite(
             connector_id, start, min(duration, MAX_COMPOSITE_S), charging_rate_unit or AMPS
         )
+        comp = await asyncio.to_thread(compute)
         schedule: dict[str, Any] = {
             "duration": comp.duration_s,
             "start_schedule": iso(comp.start),
@@ -530,10 +558,16 @@ class SmartChargingService:
             charging_schedule=schedule,
         )
 
-    def composite(self, connector_id: int, start: datetime, duration_s: int, unit: str = AMPS):
-        """The composite schedule of a connector (0: the station) from ``start``."""
+    def composite(
+        self, connector_id: int, start: datetime, duration_s: int, unit: str = AMPS
+    ) -> Callable[[], Composite]:
+        """The composite schedule of a connector (0: the station) from ``start``, to compute.
+
+        Returns a call on a snapshot of the profiles, which may run in another thread.
+        """
         if connector_id == 0:
-            return composite_schedule(
+            return partial(
+                composite_schedule,
                 self._cp_max(),
                 start=start,
                 duration_s=duration_s,
@@ -546,7 +580,8 @@ class SmartChargingService:
         conn = self._sup.connectors[connector_id]
         # Without a transaction, a Relative TxDefaultProfile is shown as if one started now.
         tx_start = conn.tx.start_time if conn.tx is not None else start
-        return composite_schedule(
+        return partial(
+            composite_schedule,
             self._profiles_for(conn),
             start=start,
             duration_s=duration_s,
