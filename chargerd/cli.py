@@ -466,6 +466,10 @@ def cmd_sim(ns: argparse.Namespace) -> int:
                 state = active.get(name)
                 print(f"{name}  active: {json.dumps(state)}" if state else str(name))
             return EXIT_OK
+        if ns.sim_action == "world":
+            # The simulated world (on a pibox: pins, PWM, timestamped records), as JSON.
+            print(json.dumps(client.call("sim.world", {}), indent=2))
+            return EXIT_OK
         cmd, args = _sim_request(ns)
         _print_result(client.call(cmd, args))
     return EXIT_OK
@@ -571,6 +575,7 @@ def _add_sim(sub: Any) -> None:
     a.add_argument("state", choices=["down", "up"])
 
     acts.add_parser("power-cut", help="kill the daemon abruptly, as a power cut would")
+    acts.add_parser("world", help="show the simulated world as JSON (EVs, pins, records)")
 
 
 def _check_fault_args(ns: argparse.Namespace) -> None:

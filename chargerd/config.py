@@ -29,6 +29,7 @@ import chargerd
 from hal.config import (
     ConnectorConfig,
     ContactorConfig,
+    EmulatedConfig,
     HardwareConfig,
     LedConfig,
     LockConfig,
@@ -44,7 +45,7 @@ Scalar = str | int | bool | float
 T = TypeVar("T")
 
 MAX_CONNECTORS = 8
-PIN_FACTORIES = ("lgpio", "rpigpio", "pigpio", "native", "mock")
+PIN_FACTORIES = ("lgpio", "rpigpio", "pigpio", "native", "mock", "emulated")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 GPIO_RANGE = (0, 27)  # BCM numbers on the 40-pin header
 HARDWARE_PWM_PINS = (12, 13, 18, 19)  # the header pins a dtoverlay=pwm can route PWM to
@@ -493,6 +494,15 @@ class _Loader:
         reader = self.reader(t.table("reader"))
         meter_bus = self.meter_bus(t.table("meter_bus"))
         mock = self.mock(t.table("mock"))
+        emulated = self.emulated(t.table("emulated"))
+        if pin_factory == "emulated" and (driver != "pi" or not emulated.bench):
+            raise ConfigError(
+                f"{self.file}: hardware.pin_factory: \"emulated\" runs the Pi drivers on "
+                "emulated chips and reports invented energy to the CSMS: bench only; it needs "
+                'driver = "pi" and [hardware.emulated] bench = true',
+                path=self.file,
+                key="hardware.pin_factory",
+            )
         tables = t.array_of_tables("connector")
         if tables is None and driver == "mock":
             conns = tuple(ConnectorConfig() for _ in range(connectors))
@@ -515,6 +525,7 @@ class _Loader:
             reader=reader,
             meter_bus=meter_bus,
             mock=mock,
+            emulated=emulated,
         )
 
     def reader(self, t: _Table) -> ReaderConfig:
@@ -569,6 +580,15 @@ class _Loader:
                 "meter_silent_delay_s", d.meter_silent_delay_s, lo=0.0, hi=10.0
             ),
             rcd=t.boolean("rcd", d.rcd),
+        )
+        t.finish()
+        return cfg
+
+    def emulated(self, t: _Table) -> EmulatedConfig:
+        d = EmulatedConfig()
+        cfg = EmulatedConfig(
+            bench=t.boolean("bench", d.bench),
+            card_hold_s=t.number("card_hold_s", d.card_hold_s, lo=0.1, hi=60.0),
         )
         t.finish()
         return cfg

@@ -351,6 +351,17 @@ class Commands:
         sim = self._sim()
         return {"faults": list(sim.FAULT_NAMES), "active": sim.active_faults()}
 
+    async def sim_world(self, args: dict) -> dict:
+        """The simulated world as a bench sees it; on a pibox with its timestamped records."""
+        sim = self._sim()
+        if self.d.hardware.kind == "pi":  # hal.emulated.pibox.PiboxWorld
+            try:
+                since = float(args.get("since") or 0.0)
+            except (TypeError, ValueError):
+                raise CommandUsageError("since must be a monotonic time in seconds") from None
+            return sim.snapshot(since=since)
+        return sim.snapshot()
+
     async def sim_state(self, args: dict) -> dict:
         """The simulated world as the bench sees it (physical contacts, CP samples taken...)."""
         return self._sim().snapshot()
@@ -384,6 +395,7 @@ def build_commands(daemon: Daemon) -> dict:
         "sim.card": c.sim_card,
         "sim.fault": c.sim_fault,
         "sim.faults": c.sim_faults,
+        "sim.world": c.sim_world,
         "sim.state": c.sim_state,
         "sim.network": c.sim_network,
         "sim.power_cut": c.sim_power_cut,
