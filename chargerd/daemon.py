@@ -77,6 +77,7 @@ class Daemon:
         from chargerd.features.connectors import ConnectorRuntime, ConnectorSupervisor
         from chargerd.features.local_list import LocalAuthList
         from chargerd.features.outbox import Outbox
+        from chargerd.features.powerloss import max_power_w as metering_max_power_w
         from chargerd.features.remote import RemoteService
         from chargerd.features.reservations import ReservationService
         from chargerd.features.smart_charging import (
@@ -236,7 +237,10 @@ class Daemon:
         self.config.watch("ClockAlignedDataInterval", lambda _v: self.sampler.aligned_changed())
 
         # Whatever a previous process left running ends now, as PowerLoss.
-        self.recovered = self.transactions.recover_power_loss()
+        self.recovered = await self.transactions.recover_power_loss_reading(
+            {i + 1: hw.meter for i, hw in enumerate(self.hardware.connectors)},
+            max_power_w=metering_max_power_w(cfg.station.max_current_a),
+        )
 
         self.control = ControlServer(
             Path(cfg.paths.control_socket),
@@ -475,7 +479,7 @@ def _preflight(path: Path) -> int:
 
 def _start(cfg: Config, path: Path) -> int:
     from chargerd.logs import setup_logging
-    from chargerd.startup import make_private
+    from chargerd.startup import FailedWhileRunning, make_private
 
     os.umask(0o077)  # idTags are personal data: state files 0600, directories 0700
     redactor = Redactor() if cfg.logging.redact_id_tags else None
@@ -486,7 +490,13 @@ def _start(cfg: Config, path: Path) -> int:
     for noisy in ("websockets", "pymodbus"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-    return asyncio.run(Daemon(cfg, config_path=path, redactor=redactor).run())
+    daemon = Daemon(cfg, config_path=path, redactor=redactor)
+    try:
+        return asyncio.run(daemon.run())
+    except Exception as exc:
+        if daemon._tasks:  # it had started: a failure, not a start-up error
+            raise FailedWhileRunning(exc) from exc
+        raise
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 #: What each gpiozero pin factory imports; "mock" and "emulated" need nothing.
 FACTORY_MODULES = {"lgpio": "lgpio", "rpigpio": "RPi.GPIO", "pigpio": "pigpio", "native": None}
-#: Exit status of a start-up error (the same as a configuration error of --check-config).
+#: Exit status of any start-up error (the same as a configuration error of --check-config).
 EXIT_CONFIG = 2
 #: Exit status of a daemon that failed unexpectedly after starting.
 EXIT_FAILED = 1
@@ -174,12 +174,22 @@ def one_line(exc: BaseException) -> str:
     return what
 
 
-def run_guarded(start: Callable[[], int], *, stderr_print: Callable[[str], None]) -> int:
-    """Run the daemon; any error that escapes becomes one line and an exit status.
+class FailedWhileRunning(Exception):
+    """An error that escaped the daemon after it had started: a failure, not a start-up error."""
 
-    A configuration or hardware configuration error exits 2, like
-    ``--check-config``; anything else exits 1.  The traceback goes to the log
-    at DEBUG only.
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def run_guarded(start: Callable[[], int], *, stderr_print: Callable[[str], None]) -> int:
+    """Run ``start``; any error that escapes becomes one line and an exit status.
+
+    Every start-up error exits 2, like ``--check-config``: a configuration or
+    hardware configuration error with its own message, anything else with
+    what and where (``chargerd: cannot start: ...``).  An error after the
+    daemon started (:class:`FailedWhileRunning`) exits 1.  The traceback goes
+    to the log at DEBUG only.
     """
     try:
         return start()
@@ -192,7 +202,11 @@ def run_guarded(start: Callable[[], int], *, stderr_print: Callable[[str], None]
         stderr_print(f"chargerd: hardware: {exc}")
         log.debug("hardware configuration error at start", exc_info=True)
         return EXIT_CONFIG
-    except Exception as exc:
-        stderr_print(f"chargerd: cannot run: {one_line(exc)}")
-        log.debug("the daemon failed", exc_info=True)
+    except FailedWhileRunning as exc:
+        stderr_print(f"chargerd: failed: {one_line(exc.cause)}")
+        log.debug("the daemon failed", exc_info=exc.cause)
         return EXIT_FAILED
+    except Exception as exc:
+        stderr_print(f"chargerd: cannot start: {one_line(exc)}")
+        log.debug("the daemon could not start", exc_info=True)
+        return EXIT_CONFIG

@@ -119,6 +119,7 @@ class ReaderConfig:
     spi_device: int = 0
     rst_pin: int = 25  # BCM
     poll_interval_s: float = 0.1
+    id_tag_format: str = "hex"  # how a UID becomes an idTag: hal.idtag.ID_TAG_FORMATS
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,10 +150,23 @@ class MockConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class EmulatedConfig:
+    """Pi in a box (``pin_factory = "emulated"``): the Pi drivers on emulated chips.
+
+    ``bench`` must be set for the emulated factory to load at all (see
+    hal.emulated.pibox.check_bench_only); the EV's defaults come from MockConfig.
+    """
+
+    bench: bool = False
+    card_hold_s: float = 1.0  # how long a presented card stays in the RC522's field
+
+
+@dataclass(frozen=True, slots=True)
 class HardwareConfig:
     driver: Literal["mock", "pi"] = "mock"
-    pin_factory: str | None = None  # gpiozero pin factory ("lgpio", "rpigpio", "mock")
+    pin_factory: str | None = None  # gpiozero pin factory ("lgpio", "rpigpio", "mock", "emulated")
     connectors: tuple[ConnectorConfig, ...] = (ConnectorConfig(),)
     reader: ReaderConfig = field(default_factory=ReaderConfig)
     meter_bus: MeterBusConfig = field(default_factory=MeterBusConfig)
     mock: MockConfig = field(default_factory=MockConfig)
+    emulated: EmulatedConfig = field(default_factory=EmulatedConfig)

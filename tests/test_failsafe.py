@@ -145,8 +145,8 @@ def test_a_store_failure_at_start_is_one_line_without_traceback(tmp_path, capsys
     monkeypatch.setattr("chargerd.store.Store.open", failing_open)
     rc = main(["--config", str(pi_config(tmp_path))])
     err = capsys.readouterr().err
-    assert rc == 1
-    assert err.splitlines()[-1].startswith("chargerd: cannot run: OSError: disk I/O error")
+    assert rc == 2  # a start-up error, like a configuration error (chargerd.startup)
+    assert err.splitlines()[-1].startswith("chargerd: cannot start: OSError: disk I/O error")
     assert "Traceback" not in err
 
 

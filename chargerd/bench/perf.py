@@ -21,6 +21,7 @@ import traceback
 from dataclasses import asdict
 from pathlib import Path
 
+from chargerd.bench.perflib import pibox as pibox_phase
 from chargerd.bench.perflib.figures import (
     Figure,
     load_average,
@@ -64,6 +65,10 @@ PHASES: list[tuple[str, tuple[str, ...]]] = [
     ),
 ]
 
+#: Phases that are not Bench methods: name -> coroutine function taking the Bench.
+EXTRA_PHASES = {"pibox": pibox_phase.measure}
+PHASES.append(("pibox", pibox_phase.KEYS))
+
 #: Phases that need the main station the earlier phases set up.
 _NEEDS_MAIN = {
     "idle",
@@ -77,6 +82,7 @@ _NEEDS_MAIN = {
 
 async def run(plan: Plan, workdir: Path, *, progress: bool = True) -> list[Figure]:
     figs = make_figures()
+    figs.update(pibox_phase.make_figures())
     async with Bench(workdir, plan, figs) as bench:
         main_ok = True
         for name, keys in PHASES:
@@ -88,7 +94,10 @@ async def run(plan: Plan, workdir: Path, *, progress: bool = True) -> list[Figur
                 print(f"  {name} ...", file=sys.stderr, flush=True)
             t0 = time.perf_counter()
             try:
-                await getattr(bench, name)()
+                if name in EXTRA_PHASES:
+                    await EXTRA_PHASES[name](bench)
+                else:
+                    await getattr(bench, name)()
             except Exception as exc:
                 if name == "start_up":
                     main_ok = False

@@ -159,17 +159,32 @@ async def open_pi_station(
     its notification pipe when neither the working directory nor the unit's
     RuntimeDirectory is writable (hal.pi.workdir); with ``pin_factory = "mock"``
     it holds the emulated PWM sysfs tree (hal.emulated.sysfs_pwm) that the
-    pilots then use.
+    pilots then use, and the emulated Pi (``pin_factory = "emulated"``) also
+    keeps its world there (plugged EVs, meter registers).
     """
     check_pins(cfg)
     if not cfg.connectors:
         raise HardwareConfigError("a station needs at least one connector")
     closers: list[Callable[[], Any]] = []
+    world = None
     if pin_factory is None and cfg.pin_factory in (None, "lgpio"):
         prepare_lgpio_workdir([state_dir])  # before anything imports lgpio
     try:
         factory = pin_factory
-        if factory is None and cfg.pin_factory is not None:
+        if factory is None and cfg.pin_factory == "emulated":
+            # Pi in a box (bench only): the chips and the world around them, in-process.
+            from hal.emulated.pibox import PiboxWorld
+
+            cfg, tree = _emulated_pwm(cfg, state_dir, closers)
+            world = PiboxWorld(cfg, state_dir, pwm_tree=tree)
+            closers.append(world.close)
+            await world.start()
+            factory = world.factory
+            pwm_settle = world.pwm_settle  # the kernel plays each write, the EV answers it
+            cfg = replace(
+                cfg, meter_bus=replace(cfg.meter_bus, transport="rtu", port=world.meter_port)
+            )
+        elif factory is None and cfg.pin_factory is not None:
             factory = make_pin_factory(cfg.pin_factory)
             closers.append(factory.close)
         if cfg.pin_factory == "mock":  # the bench's emulated Pi (on a given factory too)
@@ -219,6 +234,8 @@ async def open_pi_station(
             reader = Rc522Reader(cfg.reader, pin_factory=factory)
             closers.append(reader.close)
             await reader.start()
+        if world is not None:
+            world.settle()
     except BaseException:
         await _run(reversed(closers))
         raise
@@ -228,7 +245,9 @@ async def open_pi_station(
         cfg.reader.kind,
         bus.name,
     )
-    return StationHardware(connectors=connectors, reader=reader, kind="pi", closers=closers)
+    return StationHardware(
+        connectors=connectors, reader=reader, kind="pi", sim=world, closers=closers
+    )
 
 
 def _emulated_pwm(
@@ -242,6 +261,9 @@ def _emulated_pwm(
         if c.pilot.pwm == "sysfs":
             chips[c.pilot.pwm_chip] = max(chips.get(c.pilot.pwm_chip, 2), c.pilot.pwm_channel + 1)
     root = Path(state_dir) / "sysfs-pwm"
+    # The emulated kernel lives and dies with this process: after a kill -9 the next start
+    # is its reboot, and a tree left behind would show channels no kernel has exported.
+    shutil.rmtree(root, ignore_errors=True)
     tree = SysfsPwmTree(root, chips=chips)
     closers.append(lambda: shutil.rmtree(root, ignore_errors=True))
     conns = tuple(
