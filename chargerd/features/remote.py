@@ -56,8 +56,20 @@ class RemoteService:
 
     # -- RemoteStartTransaction ---------------------------------------------------------
 
+    def _registered(self) -> bool:
+        """Whether the CSMS accepted our BootNotification.
+
+        A request reaches us over the link, so "not online" here means a registration
+        that is Pending or Rejected: OCPP 1.6 §4.2 lets the CSMS configure a station
+        then, but the station starts nothing for it until the boot is Accepted.
+        """
+        return self._online()
+
     @on(Action.remote_start_transaction)
     def remote_start(self, id_tag: str, connector_id: int | None = None, charging_profile=None):
+        if not self._registered():
+            log.info("RemoteStartTransaction for %s rejected: registration not accepted", id_tag)
+            return call_result.RemoteStartTransaction(status=RemoteStartStopStatus.rejected)
         if connector_id is not None and connector_id not in self._sup.connectors:
             return call_result.RemoteStartTransaction(status=RemoteStartStopStatus.rejected)
         conn = self._sup.first_free(connector_id, id_tag=id_tag)
@@ -122,6 +134,9 @@ class RemoteService:
 
     @on(Action.remote_stop_transaction)
     def remote_stop(self, transaction_id: int):
+        if not self._registered():
+            log.info("RemoteStopTransaction %s rejected: registration not accepted", transaction_id)
+            return call_result.RemoteStopTransaction(status=RemoteStartStopStatus.rejected)
         conn = self._sup.transactions.find_by_transaction_id(transaction_id)
         if conn is None:
             return call_result.RemoteStopTransaction(status=RemoteStartStopStatus.rejected)
