@@ -217,6 +217,7 @@ class Daemon:
             station_status=lambda: self.supervisor.station_status(self._reader_faults()),
             errors=(LinkError,),
         )
+        self._build_diagnostics(state_dir)
         self.smart_charging = SmartChargingService(
             store=self.store,
             config=self.config,
@@ -273,6 +274,41 @@ class Daemon:
             lambda: events.emit(sec.SETTING_SYSTEM_TIME, "clock set from the CSMS's time")
         )
         events.emit(sec.STARTUP_OF_THE_DEVICE, f"chargerd {__version__} started")
+
+    def _build_diagnostics(self, state_dir: Path) -> None:
+        """GetDiagnostics and GetLog: bundles of what the station knows, never a secret."""
+        from chargerd.features.diagnostics import DiagnosticsService
+        from chargerd.features.security_events import durable_sender
+
+        cfg = self.cfg
+
+        def log_files() -> list[Path]:
+            f = cfg.paths.log_file
+            return [p for p in (f.with_name(f.name + ".1"), f) if p.exists()] if f else []
+
+        def configuration() -> list[dict]:
+            kvs = (self.config.key_value(k) for k in self.config.keys())
+            return [{"key": kv.key, "readonly": kv.readonly, "value": kv.value} for kv in kvs]
+
+        self.diagnostics = DiagnosticsService(
+            clock=self.clock,
+            charge_point_id=cfg.station.charge_point_id,
+            notify=durable_sender(self.store, self.outbox, self.boot.send_live),
+            security_entries=self.security_log.entries,
+            frames=lambda: self.frame_log.tail(1_000_000),
+            configuration=configuration,
+            log_files=log_files,
+            info=lambda: {
+                "chargerd": __version__,
+                "firmware_version": cfg.station.firmware_version,
+                "model": cfg.station.model,
+                "vendor": cfg.station.vendor,
+                "created": self.clock.now().isoformat(),
+            },
+            work_dir=state_dir,
+        )
+        self.trigger.diagnostics_status = self.diagnostics.trigger_status
+        self.link.register(self.diagnostics)
 
     def _report_status(self, connector_id: int, status: str, error_code: str) -> None:
         self.status.report(connector_id, status, error_code)
@@ -438,6 +474,8 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.hardware.aclose()  # every contactor opens first
+        with contextlib.suppress(Exception):
+            await self.diagnostics.aclose()
         with contextlib.suppress(Exception):
             await self.control.close()
         with contextlib.suppress(Exception):

@@ -97,6 +97,25 @@ def notification_payload(kind: str, timestamp: datetime, tech_info: str | None) 
     return payload
 
 
+def durable_sender(
+    store, outbox, send_live: Callable[[str, dict], None]
+) -> Callable[[str, dict], None]:
+    """A ``send(action, payload)`` that queues in the durable outbox (delivered after any
+    outage, in order) and falls back to a live send when the store refuses the write.
+    For the status notifications that must survive the link being down at that moment
+    (diagnostics, log and firmware uploads)."""
+
+    def send(action: str, payload: dict) -> None:
+        try:
+            with store.transaction():
+                outbox.enqueue(action, payload)
+        except Exception as exc:
+            log.error("%s not queued durably (%s); sent live", action, exc)
+            send_live(action, payload)
+
+    return send
+
+
 class SecurityEvents:
     """The one entry point for security events; see the module docstring."""
 
