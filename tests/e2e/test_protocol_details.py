@@ -129,7 +129,7 @@ async def test_meter_stop_after_a_power_cut_is_the_meter_register(make_registere
     register = (await rig.connector(1))["energy_wh"]
     # The contactor stays open after the restart: the register stands still, and the
     # StopTransaction bills every Wh up to it (the persisted reading was the meterStart).
-    assert stop.payload["meterStop"] == round(register)
+    assert abs(stop.payload["meterStop"] - register) <= 0.51  # status shows 0.1 Wh, meterStop 1
     assert stop.payload["meterStop"] >= start.payload["meterStart"] + 10
     await card(rig, CARD)  # the next session starts where the last one was billed
     starts = await csms.wait_for("StartTransaction", count=2)
