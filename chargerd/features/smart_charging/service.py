@@ -80,7 +80,7 @@ log = logging.getLogger(__name__)
 #: on_jump; this bound is for a clock that cannot say it jumped.
 MAX_SLEEP_S = 300.0
 #: GetCompositeSchedule answers for at most this long (a longer request is cut): two days
-#: of 32 stacked 48-period profiles take about 0.1 s, computed off the event loop.
+#: of 32 stacked 48-period profiles take about 30 ms, computed off the event loop.
 MAX_COMPOSITE_S = 2 * 86400
 
 
