@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import socket
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -41,7 +42,8 @@ exit status:
   {EXIT_OK}  done
   {EXIT_FAILED}  the daemon refused or found no such thing, an internal error, a failed
      selftest, or a configuration change that was rejected / not supported
-  {EXIT_USAGE}  usage error: bad arguments, or a request the daemon did not understand
+  {EXIT_USAGE}  usage error: bad arguments (--socket naming a file that is not a socket),
+     or a request the daemon did not understand
   {EXIT_UNREACHABLE}  chargerd could not be reached: not running, permission denied on the
      socket, or no answer within --timeout
 
@@ -65,10 +67,35 @@ def describe_connect_error(exc: OSError, path: Path, timeout: float | None = Non
     if exc.errno in (errno.ENOENT, errno.ENOTDIR):
         return f"chargerd is not running (no socket at {path})"
     if exc.errno == errno.ECONNREFUSED:
+        if _is_not_a_socket(path):
+            return (
+                f"{path} is not a socket (a {_kind_of(path)}): --socket or "
+                f"{protocol.SOCKET_ENV} must name chargerd's control socket "
+                f"(paths.control_socket, default {protocol.DEFAULT_SOCKET})"
+            )
         return f"chargerd is not running (no socket at {path}; a stale one, nobody listening)"
     if exc.errno in (errno.EACCES, errno.EPERM):
         return f"permission denied on {path}: add yourself to the chargerd group or use sudo"
     return f"cannot reach chargerd on {path}: {exc.strerror or exc}"
+
+
+def _is_not_a_socket(path: Path) -> bool:
+    try:
+        return not stat.S_ISSOCK(path.stat().st_mode)
+    except OSError:
+        return False
+
+
+def _kind_of(path: Path) -> str:
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return "missing file"
+    if stat.S_ISDIR(mode):
+        return "directory"
+    if stat.S_ISREG(mode):
+        return "regular file"
+    return "file that is not a socket"
 
 
 class Client:
@@ -83,7 +110,9 @@ class Client:
             self._sock.connect(str(path))
         except OSError as exc:
             self._sock.close()
-            raise CtlError(describe_connect_error(exc, path, timeout), EXIT_UNREACHABLE) from None
+            # A path that is not a socket at all is a wrong argument, not a daemon down.
+            code = EXIT_USAGE if _is_not_a_socket(path) else EXIT_UNREACHABLE
+            raise CtlError(describe_connect_error(exc, path, timeout), code) from None
         self._file = self._sock.makefile("rb")
 
     def close(self) -> None:
@@ -243,7 +272,7 @@ def format_status(status: dict[str, Any]) -> list[str]:
                 _num(c.get("offered_current_a"), ".1f", " A"),
                 _num(c.get("power_w"), ".2f", " kW", 1000),
                 _num(c.get("energy_wh"), ".3f", " kWh", 1000),
-                _text(c.get("transaction_id")),
+                _tx_cell(c),
                 _text(c.get("id_tag")),
                 "-" if error_code in (None, "NoError") else str(error_code),
             ]
@@ -295,6 +324,14 @@ def _reservation_lines(status: dict[str, Any]) -> list[str]:
             f" {_text(lst.get('entries'))} entries{state}"
         )
     return lines
+
+
+def _tx_cell(c: dict[str, Any]) -> str:
+    """The CSMS's transactionId; the station's local id until the CSMS's is known."""
+    if c.get("transaction_id") is not None:
+        return _text(c.get("transaction_id"))
+    local = c.get("transaction_local_id")
+    return f"local {local}" if local is not None else "-"
 
 
 _METER_HEADER = ["CONN", "ENERGY", "POWER", "VOLTAGE", "CURRENT", "FREQUENCY", "FAULTS"]
@@ -471,7 +508,13 @@ def cmd_sim(ns: argparse.Namespace) -> int:
             print(json.dumps(client.call("sim.world", {}), indent=2))
             return EXIT_OK
         cmd, args = _sim_request(ns)
-        _print_result(client.call(cmd, args))
+        result = client.call(cmd, args)
+        if ns.sim_action == "card" and "message" in result and not ns.json:
+            print(f"card {_text(result.get('id_tag'))}: {result['message']}")
+        elif ns.json:
+            _dump(result)
+        else:
+            _print_result(result)
     return EXIT_OK
 
 
@@ -479,16 +522,22 @@ def cmd_sim(ns: argparse.Namespace) -> int:
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be > 0")
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a number of seconds > 0")
     return value
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
+        raise argparse.ArgumentTypeError(f"{text!r}: must be >= 0")
     return value
 
 
@@ -545,6 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_sim(sub: Any) -> None:
     sim = sub.add_parser("sim", help="drive the simulated station (mock hardware only)")
+    sim.add_argument("--json", action="store_true", help="print the daemon's answer as JSON")
     acts = sim.add_subparsers(dest="sim_action", required=True, metavar="ACTION")
     sim.set_defaults(func=cmd_sim)
 
@@ -561,8 +611,18 @@ def _add_sim(sub: Any) -> None:
         a = acts.add_parser(name, help=text)
         a.add_argument("connector", type=int, metavar="N")
 
-    a = acts.add_parser("card", help="present an RFID card")
-    a.add_argument("uid", metavar="UID")
+    a = acts.add_parser(
+        "card",
+        help="present a card; says what the station did with it",
+        description="Present a card to the simulated reader and print what the station did "
+        "(accepted and started / refused: Invalid / stopped transaction N).",
+    )
+    a.add_argument(
+        "uid",
+        metavar="IDTAG",
+        help="a hex UID (4/7/10 bytes, upper-cased as a reader reports it) or any idTag "
+        "of 1-20 printable characters (TOKEN-0001, USER_42)",
+    )
 
     a = acts.add_parser("fault", help="inject or clear a hardware fault (--list to see them)")
     a.add_argument("name", nargs="?", metavar="NAME")

@@ -38,6 +38,7 @@ from hal.config import (
     ReaderConfig,
     unsafe_contactor_pull,
 )
+from hal.idtag import ID_TAG_FORMATS
 
 Scalar = str | int | bool | float
 T = TypeVar("T")
@@ -321,6 +322,7 @@ class _Loader:
             spi_device=t.integer("spi_device", d.spi_device, 0, 2),
             rst_pin=t.gpio("rst_pin", d.rst_pin),
             poll_interval_s=t.number("poll_interval_s", d.poll_interval_s, positive=True),
+            id_tag_format=t.string("id_tag_format", d.id_tag_format, choices=ID_TAG_FORMATS),
         )
         if cfg.kind == "rc522" and cfg.rst_pin in SPI0_PINS:
             raise t.fail(

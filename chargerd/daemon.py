@@ -77,6 +77,7 @@ class Daemon:
         from chargerd.features.connectors import ConnectorRuntime, ConnectorSupervisor
         from chargerd.features.local_list import LocalAuthList
         from chargerd.features.outbox import Outbox
+        from chargerd.features.powerloss import max_power_w as metering_max_power_w
         from chargerd.features.remote import RemoteService
         from chargerd.features.reservations import ReservationService
         from chargerd.features.smart_charging import (
@@ -236,7 +237,10 @@ class Daemon:
         self.config.watch("ClockAlignedDataInterval", lambda _v: self.sampler.aligned_changed())
 
         # Whatever a previous process left running ends now, as PowerLoss.
-        self.recovered = self.transactions.recover_power_loss()
+        self.recovered = await self.transactions.recover_power_loss_reading(
+            {i + 1: hw.meter for i, hw in enumerate(self.hardware.connectors)},
+            max_power_w=metering_max_power_w(cfg.station.max_current_a),
+        )
 
         self.control = ControlServer(
             Path(cfg.paths.control_socket),

@@ -119,6 +119,7 @@ class ReaderConfig:
     spi_device: int = 0
     rst_pin: int = 25  # BCM
     poll_interval_s: float = 0.1
+    id_tag_format: str = "hex"  # how a UID becomes an idTag: hal.idtag.ID_TAG_FORMATS
 
 
 @dataclass(frozen=True, slots=True)

@@ -388,6 +388,15 @@ def test_limits_out_of_range_are_refused(tmp_path: Path, old: str, new: str, key
     assert keypath in str(err)
 
 
+def test_reader_id_tag_format(tmp_path: Path) -> None:
+    assert load_config(REPO / "etc" / "chargerd.toml").hardware.reader.id_tag_format == "hex"
+    text = PI + '\n[hardware.reader]\nid_tag_format = "hex_reversed"\n'
+    assert load_config(write(tmp_path, text)).hardware.reader.id_tag_format == "hex_reversed"
+    err = error_of(write(tmp_path, PI + '\n[hardware.reader]\nid_tag_format = "octal"\n'))
+    assert err.key == "hardware.reader.id_tag_format"
+    assert '"hex", "hex_reversed", "decimal"' in str(err)
+
+
 def test_smart_charging_electrical_keys(tmp_path: Path) -> None:
     """nominal_voltage_v and phases convert W limits to A; defaults 230 V, 3 phases."""
     cfg = load_config(write(tmp_path, BENCH))

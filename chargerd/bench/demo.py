@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -34,6 +35,16 @@ def _wait_socket(sock: Path, timeout: float = 20.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if sock.exists() and _ctl(sock, "status", "--json").returncode == 0:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _wait_connected(sock: Path, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = _status(sock)
+        if st and st.get("ocpp", {}).get("connected"):
             return True
         time.sleep(0.2)
     return False
@@ -92,19 +103,89 @@ def scenario(sock: Path) -> int:
     return 0 if ok else 1
 
 
+_PATH_KEYS = ("state_dir", "control_socket", "log_file", "ca_file")
+
+
+def config_for_port(config: Path, port: int, out: Path) -> Path:
+    """A copy of ``config`` whose [csms] url points at ``port`` on the same host.
+
+    Relative paths in the copy are made absolute (they were relative to the original
+    file), so the copy may live anywhere.  Returns ``config`` itself when its url
+    already has that port.
+    """
+    import tomllib
+    from urllib.parse import urlsplit, urlunsplit
+
+    text = config.read_text(encoding="utf-8")
+    url = tomllib.loads(text)["csms"]["url"]
+    parts = urlsplit(url)
+    if parts.port == port:
+        return config
+    new_url = urlunsplit(parts._replace(netloc=f"{parts.hostname}:{port}"))
+    base = config.resolve().parent
+    lines = []
+    for line in text.splitlines():
+        m = re.match(r'^(\s*)(\w+)(\s*=\s*)"([^"]*)"(.*)$', line)
+        if m and m.group(2) == "url" and m.group(4) == url:
+            line = f'{m.group(1)}url{m.group(3)}"{new_url}"{m.group(5)}'
+        elif m and m.group(2) in _PATH_KEYS and not Path(m.group(4)).is_absolute():
+            absolute = json.dumps(str((base / m.group(4)).resolve()))
+            line = f"{m.group(1)}{m.group(2)}{m.group(3)}{absolute}{m.group(5)}"
+        lines.append(line)
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="./dev demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=ROOT / "etc" / "bench.toml",
+        metavar="PATH",
+        help="the daemon's configuration (default etc/bench.toml: mock station, state in var/)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=9000,
+        metavar="N",
+        help="TCP port of the bench CSMS on 127.0.0.1 (default 9000); the daemon is pointed "
+        "at it too (a copy of --config with that port in its [csms] url)",
+    )
+    parser.add_argument(
+        "--scenario",
+        action="store_true",
+        help="drive one charging session by itself (plug, card, charge, card, unplug), "
+        "print what happened and exit (status 0 when it completed)",
+    )
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="chargerd.bench.demo", description=__doc__)
-    parser.add_argument("--config", type=Path, default=ROOT / "etc" / "bench.toml")
-    parser.add_argument("--port", type=int, default=9000)
-    parser.add_argument("--scenario", action="store_true", help="run one session and exit")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    if not 1 <= args.port <= 65535:
+        print(f"./dev demo: --port must be 1..65535, got {args.port}", file=sys.stderr)
+        return 2
 
-    from chargerd.config import load_config
+    from chargerd.config import ConfigError, load_config
 
-    cfg = load_config(args.config)
+    try:
+        cfg = load_config(args.config)
+        state_dir = Path(cfg.paths.state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        config = config_for_port(args.config, args.port, state_dir / "demo-chargerd.toml")
+        cfg = load_config(config)
+    except (ConfigError, OSError, KeyError) as exc:
+        print(f"./dev demo: {exc}", file=sys.stderr)
+        return 2
     sock = Path(cfg.paths.control_socket)
-    Path(cfg.paths.state_dir).mkdir(parents=True, exist_ok=True)
-    csms_log = Path(cfg.paths.state_dir) / "benchcsms.log"
+    csms_log = state_dir / "benchcsms.log"
+    control = state_dir / "benchcsms.sock"
     csms = subprocess.Popen(
         [
             sys.executable,
@@ -118,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{DEMO_CARD},04A1B2C3D4E5F6",
             "--heartbeat",
             "60",
+            "--control",
+            str(control),
         ],
         stdout=open(csms_log, "w"),
         stderr=subprocess.STDOUT,
@@ -126,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         f"bench CSMS on ws://127.0.0.1:{args.port} (frames in {csms_log}); cards: {DEMO_CARD}",
         flush=True,
     )
+    cp_id = cfg.station.charge_point_id
     stop = False
 
     def _stop(*_):
@@ -146,13 +230,19 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     time.sleep(1)
                 daemon = subprocess.Popen(
-                    [sys.executable, "-m", "chargerd.daemon", "--config", str(args.config)],
+                    [sys.executable, "-m", "chargerd.daemon", "--config", str(config)],
                     env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 )
                 if not _wait_socket(sock):
                     print("chargerd did not come up; see its log above", flush=True)
                     rc = 1
                     break
+                if not _wait_connected(sock):
+                    print(
+                        f"chargerd runs but does not reach the CSMS at {cfg.csms.url} "
+                        f"(see {csms_log} and chargerctl status)",
+                        flush=True,
+                    )
                 if not args.scenario:
                     print(
                         "\nThe station is up.  In another terminal:\n"
@@ -163,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
                         "  .venv/bin/chargerctl sim charge 1\n"
                         "  .venv/bin/chargerctl meter --follow\n"
                         "  .venv/bin/chargerctl log --follow\n"
+                        "As the CSMS:\n"
+                        f"  .venv/bin/python -m chargerd.bench.csms call {cp_id} "
+                        f"RemoteStartTransaction '{{\"idTag\": \"{DEMO_CARD}\"}}' "
+                        f"--control {control}\n"
                         "Ctrl-C here stops the demo.\n",
                         flush=True,
                     )

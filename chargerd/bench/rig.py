@@ -72,8 +72,9 @@ class StationRig:
         self.extra_toml = extra_toml
         # Extra environment for the daemon, e.g. NOTIFY_SOCKET so a bench can see READY=1.
         self.env = dict(env or {})
-        # More [csms] keys, e.g. max_frame_bytes for a 10,000-entry SendLocalList.
-        self.csms_options = dict(csms or {})
+        # More [csms] keys: security_profile, basic_auth_password, ca_file, max_frame_bytes
+        # (a 10,000-entry SendLocalList)...
+        self.csms_options = {"security_profile": 0, **(csms or {})}
         self.state_dir = self.workdir / "state"
         # unix socket paths are short-lived and limited to ~107 bytes
         self.socket = Path(f"/tmp/chargerd-rig-{os.getpid()}-{id(self):x}.sock")
@@ -93,7 +94,6 @@ class StationRig:
             "",
             "[csms]",
             f'url = "{self.csms_url}"',
-            "security_profile = 0",
             *(f"{k} = {_toml_value(v)}" for k, v in self.csms_options.items()),
             "",
             "[paths]",
@@ -250,7 +250,8 @@ class StationRig:
         await self.ctl("sim.unplug", connector=n)
 
     async def card(self, uid: str) -> None:
-        await self.ctl("sim.card", uid=uid)
+        """Present a card and return at once (not waiting for what the station does)."""
+        await self.ctl("sim.card", uid=uid, await_outcome=False)
 
     async def fault(self, name: str, on: bool, connector: int | None = None) -> None:
         await self.ctl("sim.fault", name=name, on=on, connector=connector)

@@ -13,9 +13,12 @@ import signal
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from chargerd.control.card_outcome import card_outcome
 from chargerd.control.server import CommandRefused, CommandUsageError, NotFound
 from chargerd.features import protection
+from chargerd.features.metering import displayed_power_w
 from hal.errors import HardwareError
+from hal.idtag import normalize_presented
 from hal.interfaces import IndicatorState
 
 if TYPE_CHECKING:
@@ -74,7 +77,7 @@ class Commands:
             "contactor_closed": hw.contactor.closed,
             "locked": hw.lock.locked if hw.lock is not None else None,
             "offered_current_a": hw.pilot.offered_current_a,
-            "power_w": _round(s.power_w) if s else None,
+            "power_w": _round(displayed_power_w(s, contactor_closed=hw.contactor.closed)),
             "energy_wh": _round(s.energy_wh) if s else None,
             "transaction_id": conn.tx.transaction_id if conn.tx else None,
             "transaction_local_id": conn.tx.local_id if conn.tx else None,
@@ -332,10 +335,15 @@ class Commands:
             raise CommandUsageError("sim.card needs a uid")
         sim = self._sim()
         try:
-            seen = sim.present_card(uid)
+            id_tag = normalize_presented(uid)
         except ValueError as exc:
             raise CommandRefused(str(exc)) from None
-        return {"done": True, "read": bool(seen)}
+        try:
+            if args.get("await_outcome") is False:  # rigs that time what follows the card
+                return {"done": True, "read": bool(sim.present_card(id_tag)), "id_tag": id_tag}
+            return await card_outcome(self.d.cards, self.d.supervisor, sim, id_tag)
+        except ValueError as exc:  # a card this reader cannot hold (an emulated RC522: hex UIDs)
+            raise CommandRefused(str(exc)) from None
 
     async def sim_fault(self, args: dict) -> dict:
         sim = self._sim()

@@ -179,10 +179,12 @@ class Authorizer:
     async def authorize(self, id_tag: str, *, online: bool) -> IdTagInfo:
         """The IdTagInfo to act on.  Never raises for a link problem.
 
-        When the CSMS cannot give a usable answer (not connected, no answer in
-        time, a CALLERROR, a malformed result), the offline rules apply: the
-        driver at the station gets the operator's offline policy
-        (LocalAuthorizeOffline, AllowOfflineTxForUnknownId) instead of an error.
+        When the CSMS cannot be asked (not connected) or stays silent (no answer
+        in time), the offline rules apply: the driver at the station gets the
+        operator's offline policy (LocalAuthorizeOffline, AllowOfflineTxForUnknownId)
+        instead of an error.  A CSMS that does answer, but with a CALLERROR or a
+        result that is not a valid idTagInfo, has not said yes: that is a refusal
+        (Invalid), never a free offline transaction.
         """
         decision = self._decide(id_tag, online=online)
         if decision.verdict is not Verdict.ASK_CSMS:
@@ -194,12 +196,10 @@ class Authorizer:
             result = await asyncio.wait_for(
                 self._link.call("Authorize", {"idTag": id_tag}), timeout=AUTHORIZE_TIMEOUT_S
             )
-            raw = result["idTagInfo"]
-            info = IdTagInfo.from_ocpp(raw)
-        except Exception as exc:  # every failure means "no usable answer"
+        except (ConnectionError, TimeoutError) as exc:  # unreachable or silent
             fallback = self._decide(id_tag, online=False)
             log.warning(
-                "Authorize for %s got no usable answer (%s: %s); offline rules: %s (%s)",
+                "Authorize for %s not answered (%s: %s); offline rules: %s (%s)",
                 id_tag,
                 type(exc).__name__,
                 exc,
@@ -207,12 +207,24 @@ class Authorizer:
                 fallback.reason,
             )
             return fallback.id_tag_info()
+        except Exception as exc:  # the CSMS answered, but with a CALLERROR or nonsense
+            return self._refused(id_tag, f"{type(exc).__name__}: {exc}")
+        try:
+            raw = result["idTagInfo"]
+            info = IdTagInfo.from_ocpp(raw)
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            return self._refused(id_tag, f"invalid idTagInfo in {result!r} ({exc!r})")
         try:
             self._cache.update(id_tag, raw)
         except (StoreError, sqlite3.Error):
             log.exception("caching the answer for %s failed", id_tag)
         log.info("idTag %s: %s (CSMS)", id_tag, info.status)
         return info
+
+    @staticmethod
+    def _refused(id_tag: str, why: str) -> IdTagInfo:
+        log.warning("Authorize for %s: the CSMS gave no valid answer (%s); refused", id_tag, why)
+        return IdTagInfo(status=AuthorizationStatus.invalid)
 
     def _decide(self, id_tag: str, *, online: bool) -> Decision:
         get = self._config.get

@@ -38,6 +38,9 @@ class Identity:
         }
         if self.charge_point_serial_number:
             p["chargePointSerialNumber"] = self.charge_point_serial_number
+            # Deprecated in 1.6 but still the field many central systems read: without
+            # it they show no serial at all.  Same CiString25, same value.
+            p["chargeBoxSerialNumber"] = self.charge_point_serial_number
         if self.meter_type:
             p["meterType"] = self.meter_type
         return p

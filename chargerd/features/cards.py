@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from chargerd.features.authz import may_stop, same_id_tag
@@ -19,9 +20,22 @@ from chargerd.features.connectors import ConnectorSupervisor
 if TYPE_CHECKING:
     from chargerd.features.auth import Authorizer
     from chargerd.features.configuration import ConfigurationService
+    from chargerd.features.transactions import ActiveTx
     from hal.interfaces import RfidReader
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CardOutcome:
+    """What the station did with a card: for the log, the bench and ``chargerctl sim card``."""
+
+    kind: str  # stopped | released | withdrawn | authorized | refused | no_connector
+    text: str
+    connector: int | None = None
+    status: str | None = None  # the authorization verdict of a refused card
+    transaction_id: int | None = None  # the CSMS's id of the transaction it stopped
+    local_transaction_id: int | None = None
 
 
 class CardService:
@@ -38,19 +52,55 @@ class CardService:
         self._config = config
         self._online = online
         self.last_card: str | None = None
+        self._waiters: dict[str, list[asyncio.Future[CardOutcome]]] = {}
+
+    def expect(self, id_tag: str) -> asyncio.Future[CardOutcome]:
+        """A future for what the station does with the next presentation of ``id_tag``."""
+        fut: asyncio.Future[CardOutcome] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(id_tag.casefold(), []).append(fut)
+        return fut
+
+    def forget(self, fut: asyncio.Future[CardOutcome]) -> None:
+        """Drop a waiter whose card will never come (a dead reader missed it)."""
+        for key, futs in list(self._waiters.items()):
+            if fut in futs:
+                futs.remove(fut)
+                if not futs:
+                    del self._waiters[key]
+        fut.cancel()
+
+    def _resolve(self, id_tag: str, outcome: CardOutcome | BaseException) -> None:
+        futs = self._waiters.get(id_tag.casefold())
+        while futs:
+            fut = futs.pop(0)
+            if not fut.done():
+                if isinstance(outcome, BaseException):
+                    fut.set_exception(outcome)
+                else:
+                    fut.set_result(outcome)
+                break
+        if futs is not None and not futs:
+            self._waiters.pop(id_tag.casefold(), None)
 
     async def run(self, reader: RfidReader) -> None:
         while True:
             uid = await reader.next_card()
             try:
-                await self.present(uid)
+                outcome = await self.handle(uid)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 log.exception("handling card %s failed", uid)
+                self._resolve(uid, RuntimeError(f"handling the card failed: {exc}"))
+            else:
+                self._resolve(uid, outcome)
 
     async def present(self, uid: str) -> str:
         """Handle one presentation; returns what happened (for logs and the bench)."""
+        return (await self.handle(uid)).text
+
+    async def handle(self, uid: str) -> CardOutcome:
+        """Handle one presentation; returns what the station did with the card."""
         self.last_card = uid
         log.info("card %s presented", uid, extra={"fields": {"id_tag": uid}})
         # 1. The card (or a sibling under the same parent) ends its own transaction.
@@ -60,11 +110,13 @@ class CardService:
                 continue
             if same_id_tag(uid, tx.id_tag):
                 await self._sup.stop(conn, "Local", id_tag=uid)
-                return f"stopped transaction on connector {conn.id}"
+                return _stopped(conn.id, tx, "")
         released = await self._sup.release_for(uid)
         if released is not None:
             log.info("card %s: its cable on connector %d released", uid, released.id)
-            return f"cable released on connector {released.id}"
+            return CardOutcome(
+                "released", f"cable released on connector {released.id}", released.id
+            )
         owners = [
             c for c in self._sup.connectors.values() if c.tx is not None and c.tx.parent_id_tag
         ]
@@ -72,14 +124,15 @@ class CardService:
         if owners:
             info = await self._authorizer.authorize(uid, online=self._online())
             for conn in owners:
-                if conn.tx is not None and may_stop(
-                    started_by=conn.tx.id_tag,
-                    started_parent=conn.tx.parent_id_tag,
+                tx = conn.tx
+                if tx is not None and may_stop(
+                    started_by=tx.id_tag,
+                    started_parent=tx.parent_id_tag,
                     presenter=uid,
                     presenter_parent=info.parent_id_tag,
                 ):
                     await self._sup.stop(conn, "Local", id_tag=uid)
-                    return f"stopped transaction on connector {conn.id} (same parent)"
+                    return _stopped(conn.id, tx, " (same parent)")
         # 2. The same card again on a waiting connector withdraws the authorization.
         for conn in self._sup.connectors.values():
             if conn.authorization is not None and same_id_tag(conn.authorization.id_tag, uid):
@@ -88,21 +141,33 @@ class CardService:
                 log.info(
                     "card %s presented again: authorization on connector %d withdrawn", uid, conn.id
                 )
-                return f"authorization withdrawn on connector {conn.id}"
+                return CardOutcome(
+                    "withdrawn", f"authorization withdrawn on connector {conn.id}", conn.id
+                )
         # 3. A new authorization.
         target = self._sup.first_free()
         if target is None:
             log.warning("card %s: no connector free for a new transaction", uid)
-            return "no connector free"
+            return CardOutcome("no_connector", "no connector free")
         if info is None:
             info = await self._authorizer.authorize(uid, online=self._online())
         if info.status != "Accepted":
             log.warning("card %s refused: %s", uid, info.status)
-            return f"refused: {info.status}"
+            return CardOutcome("refused", f"refused: {info.status}", status=str(info.status))
         target = self._sup.first_free(id_tag=uid, parent_id_tag=info.parent_id_tag)
         if target is None:
             log.warning("card %s: no connector free for it (reservations)", uid)
-            return "no connector free"
+            return CardOutcome("no_connector", "no connector free")
         self._sup.grant(target, id_tag=uid, parent_id_tag=info.parent_id_tag)
         log.info("card %s accepted for connector %d", uid, target.id)
-        return f"authorized on connector {target.id}"
+        return CardOutcome("authorized", f"authorized on connector {target.id}", target.id)
+
+
+def _stopped(connector: int, tx: ActiveTx, suffix: str) -> CardOutcome:
+    return CardOutcome(
+        "stopped",
+        f"stopped transaction on connector {connector}{suffix}",
+        connector,
+        transaction_id=tx.transaction_id,
+        local_transaction_id=tx.local_id,
+    )

@@ -30,6 +30,7 @@ from chargerd.features import status as status_machine
 from chargerd.features.authz import same_id_tag
 from chargerd.features.liveness import stale_supervision
 from chargerd.features.transactions import ActiveTx, TransactionRefused, TransactionService
+from chargerd.features.txids import tx_label
 from hal.errors import HardwareError
 from hal.interfaces import ConnectorHardware, EvState, Fault, MeterSample
 
@@ -255,7 +256,8 @@ class ConnectorSupervisor:
                     )
                     conn.authorization = None
                 elif ev.plugged and conn.operative and self.station_operative:
-                    await self._start(conn)
+                    if not conn.finishing:  # OCPP 1.6 §4.9: the next user after an unplug
+                        await self._start(conn)
             if (
                 conn.tx is not None
                 and conn.stop_pending is not None
@@ -305,10 +307,10 @@ class ConnectorSupervisor:
         unsafe = conn.faults & STOP_FAULTS
         if unsafe:
             log.error(
-                "connector %d: %s during transaction %d; stopping it",
+                "connector %d: %s during %s; stopping it",
                 conn.id,
                 ", ".join(sorted(unsafe)),
-                tx.local_id,
+                tx_label(tx.local_id, tx.transaction_id),
             )
             await self._stop(conn, "EmergencyStop")
             return
@@ -479,10 +481,10 @@ class ConnectorSupervisor:
             if not first:
                 return
             log.error(
-                "connector %d: cannot record the stop of transaction %d (%s); energy cut, "
+                "connector %d: cannot record the stop of %s (%s); energy cut, "
                 "the stop is retried until the store takes it",
                 conn.id,
-                conn.tx.local_id,
+                tx_label(conn.tx.local_id, conn.tx.transaction_id),
                 exc,
             )
             if conn.hw.lock is not None and reason in UNLOCK_AFTER:
@@ -582,8 +584,9 @@ class ConnectorSupervisor:
                 return
 
     def authorize(self, conn: ConnectorRuntime, auth: Authorization) -> None:
+        # A connector in Finishing keeps it: the authorization waits for the EV that
+        # ended its session to be unplugged (OCPP 1.6 §4.9), then for the next one.
         conn.authorization = auth
-        conn.finishing = False
         self.poke()
 
     def grant(
@@ -626,7 +629,7 @@ class ConnectorSupervisor:
             operative=conn.operative and self.station_operative,
             reserved=conn.reserved
             or (self.reservations is not None and self.reservations.is_reserved(conn)),
-            authorized_pending=conn.authorization is not None,
+            authorized_pending=conn.authorization is not None and not conn.finishing,
             transaction_active=conn.tx is not None,
             offered_current_a=conn.hw.pilot.offered_current_a,
             contactor_closed=conn.hw.contactor.closed,

@@ -20,6 +20,7 @@ from hal.interfaces import MeterSample
 log = logging.getLogger(__name__)
 
 ENERGY = "Energy.Active.Import.Register"
+ENERGY_INTERVAL = "Energy.Active.Import.Interval"
 POWER = "Power.Active.Import"
 CURRENT = "Current.Import"
 VOLTAGE = "Voltage"
@@ -29,8 +30,11 @@ FREQUENCY = "Frequency"
 
 #: What our meters can deliver; a measurand list naming anything else is Rejected.
 SUPPORTED_MEASURANDS = frozenset(
-    {ENERGY, POWER, CURRENT, VOLTAGE, OFFERED, POWER_OFFERED, FREQUENCY}
+    {ENERGY, ENERGY_INTERVAL, POWER, CURRENT, VOLTAGE, OFFERED, POWER_OFFERED, FREQUENCY}
 )
+
+#: Below this current on every phase, no energy flows (the status shows 0 W).
+NO_CURRENT_A = 0.1
 
 _PHASES = ("L1", "L2", "L3")
 
@@ -39,18 +43,45 @@ def _fmt(value: float, digits: int = 1) -> str:
     return f"{value:.{digits}f}"
 
 
+def displayed_power_w(sample: MeterSample | None, *, contactor_closed: bool) -> float | None:
+    """The power a technician sees: 0 whenever the contactor is open or no current flows.
+
+    A silent meter keeps its last reading, taken while the EV still charged; shown
+    as is, it would claim 22 kW on a connector whose contactor is open.
+    """
+    if sample is None:
+        return None
+    if not contactor_closed:
+        return 0.0
+    currents = [a for a in sample.current_a if a is not None]
+    if currents and all(abs(a) < NO_CURRENT_A for a in currents):
+        return 0.0
+    return sample.power_w
+
+
+def interval_wh(sample: MeterSample, since_wh: float | None) -> float | None:
+    """Energy.Active.Import.Interval: the register's growth since ``since_wh`` (None: unknown)."""
+    if since_wh is None:
+        return None
+    return max(0.0, sample.energy_wh - since_wh)
+
+
 def sampled_values(
     sample: MeterSample,
     measurands: Iterable[str],
     *,
     context: str,
     offered_current_a: float | None = None,
+    interval_energy_wh: float | None = None,
 ) -> list[dict]:
     """The sampledValue list for one reading, in OCPP 1.6 wire form (camelCase).
 
     Per-phase quantities are reported per phase (phase L1..L3), as the
     specification's examples and most CSMSs expect; the energy register and
-    the total power are reported without a phase.
+    the total power are reported without a phase.  The interval energy
+    (Energy.Active.Import.Interval) follows the register's rules: no phase, Wh,
+    the reading's context; it is left out when the start of the interval is
+    not known (the first clock-aligned reading after a start of chargerd).
     """
     out: list[dict] = []
 
@@ -70,6 +101,8 @@ def sampled_values(
     for m in measurands:
         if m == ENERGY:
             add(ENERGY, _fmt(sample.energy_wh), "Wh")
+        elif m == ENERGY_INTERVAL and interval_energy_wh is not None:
+            add(ENERGY_INTERVAL, _fmt(interval_energy_wh), "Wh")
         elif m == POWER and sample.power_w is not None:
             add(POWER, _fmt(sample.power_w), "W")
         elif m == CURRENT:
@@ -106,12 +139,17 @@ def meter_value(
     context: str,
     timestamp: datetime,
     offered_current_a: float | None = None,
+    interval_energy_wh: float | None = None,
 ) -> dict:
     """One MeterValue element (timestamp + sampledValue list)."""
     return {
         "timestamp": iso(timestamp),
         "sampledValue": sampled_values(
-            sample, measurands, context=context, offered_current_a=offered_current_a
+            sample,
+            measurands,
+            context=context,
+            offered_current_a=offered_current_a,
+            interval_energy_wh=interval_energy_wh,
         ),
     }
 
@@ -211,6 +249,11 @@ class MeterSampler:
             "sampled meter values", self._sample_interval, self.sample, clock
         )
         self._aligned_wake = asyncio.Event()
+        # Where each connector's current interval began, for Energy.Active.Import.Interval:
+        # connector -> (transaction local id, register) of the last periodic sample, and
+        # connector -> (instant, register) of the last clock-aligned reading.
+        self._periodic_from: dict[int, tuple[int, float]] = {}
+        self._aligned_from: dict[int, tuple[datetime, float]] = {}
 
     def _sample_interval(self) -> float:
         interval = int(self._config.get("MeterValueSampleInterval") or 0)
@@ -229,14 +272,20 @@ class MeterSampler:
             if reading is None:
                 continue
             if interval > 0 and measurands:
+                # The first interval of a transaction starts at its meterStart.
+                local_id, since = self._periodic_from.get(conn.id, (None, None))
+                if local_id != conn.tx.local_id:
+                    since = conn.tx.meter_start_wh
                 mv = meter_value(
                     reading,
                     measurands,
                     context="Sample.Periodic",
                     timestamp=self._clock.now(),
                     offered_current_a=conn.hw.pilot.offered_current_a,
+                    interval_energy_wh=interval_wh(reading, since),
                 )
                 self._tx.queue_meter_values(conn, [mv], sample=reading)
+                self._periodic_from[conn.id] = (conn.tx.local_id, reading.energy_wh)
             else:
                 with self._tx.store_transaction():
                     self._tx.persist_energy(conn, reading)
@@ -295,6 +344,14 @@ class MeterSampler:
             if reading is None:
                 continue
             offered = conn.hw.pilot.offered_current_a
+            # The interval is known only when the previous grid instant was read too.
+            prev = self._aligned_from.get(conn.id)
+            interval = int(self._config.get("ClockAlignedDataInterval") or 0)
+            since = None
+            if prev is not None and abs((stamp - prev[0]).total_seconds() - interval) < 1.0:
+                since = prev[1]
+            self._aligned_from[conn.id] = (stamp, reading.energy_wh)
+            energy = interval_wh(reading, since)
             if for_stop and conn.tx is not None:
                 self._tx.note_stop_aligned(
                     conn,
@@ -304,6 +361,7 @@ class MeterSampler:
                         context="Sample.Clock",
                         timestamp=stamp,
                         offered_current_a=offered,
+                        interval_energy_wh=energy,
                     ),
                 )
             if not measurands:
@@ -314,6 +372,7 @@ class MeterSampler:
                 context="Sample.Clock",
                 timestamp=stamp,
                 offered_current_a=offered,
+                interval_energy_wh=energy,
             )
             if conn.tx is not None:
                 self._tx.queue_meter_values(conn, [mv], sample=reading)

@@ -56,11 +56,31 @@ class RemoteService:
 
     # -- RemoteStartTransaction ---------------------------------------------------------
 
+    def _registered(self) -> bool:
+        """Whether the CSMS accepted our BootNotification.
+
+        A request reaches us over the link, so "not online" here means a registration
+        that is Pending or Rejected: OCPP 1.6 §4.2 lets the CSMS configure a station
+        then, but the station starts nothing for it until the boot is Accepted.
+        """
+        return self._online()
+
     @on(Action.remote_start_transaction)
     def remote_start(self, id_tag: str, connector_id: int | None = None, charging_profile=None):
+        if not self._registered():
+            log.info("RemoteStartTransaction for %s rejected: registration not accepted", id_tag)
+            return call_result.RemoteStartTransaction(status=RemoteStartStopStatus.rejected)
         if connector_id is not None and connector_id not in self._sup.connectors:
             return call_result.RemoteStartTransaction(status=RemoteStartStopStatus.rejected)
         conn = self._sup.first_free(connector_id, id_tag=id_tag)
+        ask_parent = False
+        gate = self._sup.reservations
+        if conn is None and connector_id is not None and gate is not None:
+            # Maybe a sibling of the reserving idTag whose parent only the CSMS knows: the
+            # connector is claimed and Authorize's parentIdTag decides (OCPP 1.6 §5.13).
+            conn = self._sup.first_free(connector_id)
+            ask_parent = conn is not None and gate.parent_unknown_for(conn, id_tag)
+            conn = conn if ask_parent else None
         if conn is None or conn.authorization is not None:
             log.info("RemoteStartTransaction for %s rejected: no free connector", id_tag)
             return call_result.RemoteStartTransaction(status=RemoteStartStopStatus.rejected)
@@ -71,7 +91,7 @@ class RemoteService:
             return call_result.RemoteStartTransaction(status=RemoteStartStopStatus.rejected)
         # Claim the connector now, before the answer goes out, so that a second
         # RemoteStart (or a card) arriving in the same instant does not get it too.
-        if self._config.get("AuthorizeRemoteTxRequests"):
+        if self._config.get("AuthorizeRemoteTxRequests") or ask_parent:
             conn.held = True
             self._pending_remote.setdefault(id_tag, deque()).append(conn.id)
         else:
@@ -96,6 +116,13 @@ class RemoteService:
             log.warning("remote start for %s: Authorize answered %s", id_tag, info.status)
             self._sup.poke()
             return
+        gate = self._sup.reservations
+        if gate is not None:
+            admission = gate.admit(self._sup.connectors[conn_id], id_tag, info.parent_id_tag)
+            if not admission.allowed:
+                log.warning("remote start for %s refused: %s", id_tag, admission.reason)
+                self._sup.poke()
+                return
         self._grant(conn_id, id_tag, info.parent_id_tag)
 
     def _grant(self, conn_id: int, id_tag: str, parent: str | None) -> None:
@@ -107,6 +134,9 @@ class RemoteService:
 
     @on(Action.remote_stop_transaction)
     def remote_stop(self, transaction_id: int):
+        if not self._registered():
+            log.info("RemoteStopTransaction %s rejected: registration not accepted", transaction_id)
+            return call_result.RemoteStopTransaction(status=RemoteStartStopStatus.rejected)
         conn = self._sup.transactions.find_by_transaction_id(transaction_id)
         if conn is None:
             return call_result.RemoteStopTransaction(status=RemoteStartStopStatus.rejected)

@@ -276,6 +276,14 @@ class ReservationService:
         own = self.of_connector(conn.id)
         return own is not None and own.matches(id_tag, parent_id_tag)
 
+    def parent_unknown_for(self, conn: ConnectorRuntime, id_tag: str) -> bool:
+        """The connector's reservation would admit ``id_tag`` if it were a sibling, and
+        neither the list nor the cache knows its parent: an Authorize.req will tell."""
+        own = self.of_connector(conn.id)
+        if own is None or own.parent_id_tag is None or same_id_tag(own.id_tag, id_tag):
+            return False
+        return self._parent_of(id_tag) is None
+
     def started(self, conn: ConnectorRuntime, reservation_id: int) -> None:
         """A transaction using the reservation started: the reservation has done its job."""
         if self._remove(reservation_id):

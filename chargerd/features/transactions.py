@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
@@ -24,8 +24,10 @@ from typing import TYPE_CHECKING, Protocol
 from chargerd.clock import Clock, iso, parse_iso
 from chargerd.features import metering
 from chargerd.features.outbox import Outbox, OutboxMessage
+from chargerd.features.powerloss import power_loss_meter_stop, read_registers
+from chargerd.features.txids import tx_label
 from chargerd.store import Store, StoreError
-from hal.interfaces import MeterSample
+from hal.interfaces import EnergyMeter, MeterSample
 
 if TYPE_CHECKING:
     from chargerd.features.auth import AuthorizationCache
@@ -121,34 +123,65 @@ class TransactionService:
 
     # -- recovery --------------------------------------------------------------------
 
-    def recover_power_loss(self) -> list[int]:
+    def active_connectors(self) -> list[int]:
+        """Connectors with a transaction a previous process left running."""
+        rows = self._store.query("SELECT connector_id FROM transactions WHERE state = 'active'")
+        return sorted({int(r["connector_id"]) for r in rows})
+
+    async def recover_power_loss_reading(
+        self, meters: Mapping[int, EnergyMeter], *, max_power_w: float
+    ) -> list[int]:
+        """recover_power_loss with the registers the meters show now (read only if needed)."""
+        wanted = self.active_connectors()
+        registers = await read_registers({c: m for c, m in meters.items() if c in wanted})
+        return self.recover_power_loss(registers, max_power_w=max_power_w)
+
+    def recover_power_loss(
+        self,
+        registers: Mapping[int, float | None] | None = None,
+        *,
+        max_power_w: float = 0.0,
+    ) -> list[int]:
         """Close every transaction a previous process left running.  Returns their local ids.
 
-        The meterStop is the last energy register persisted for the transaction and the
-        timestamp that of that reading: the best the disk knows of the moment power went.
+        The meterStop is the connector's register at the restart when the meter answered
+        and the value is plausible (chargerd.features.powerloss), else the last energy
+        register persisted for the transaction.  The timestamp is that of the last
+        persisted reading: the last instant the station knew the session was running.
         """
         rows = self._store.query("SELECT * FROM transactions WHERE state = 'active'")
         recovered = []
+        now = self._clock.now()
         for row in rows:
             when = parse_iso(row["last_energy_time"])
+            meter_stop, why = power_loss_meter_stop(
+                persisted_wh=float(row["last_energy_wh"]),
+                persisted_at=when,
+                register_wh=(registers or {}).get(row["connector_id"]),
+                now=now,
+                max_power_w=max_power_w,
+            )
             payload = stop_payload(
                 id_tag=row["id_tag"],
-                meter_stop_wh=row["last_energy_wh"],
+                meter_stop_wh=meter_stop,
                 timestamp=when,
                 reason="PowerLoss",
             )
             with self._store.transaction():
                 self._store.execute(
                     "UPDATE transactions SET state = 'stopped', stop_reason = 'PowerLoss', "
-                    "stop_time = ?, meter_stop_wh = ? WHERE local_id = ?",
-                    (row["last_energy_time"], row["last_energy_wh"], row["local_id"]),
+                    "stop_time = ?, meter_stop_wh = ?, last_energy_wh = ? WHERE local_id = ?",
+                    (row["last_energy_time"], meter_stop, meter_stop, row["local_id"]),
                 )
                 self._outbox.enqueue("StopTransaction", payload, tx_local_id=row["local_id"])
             log.warning(
-                "transaction %d on connector %d was running when chargerd stopped; "
-                "StopTransaction(PowerLoss) queued with meterStop=%.0f Wh at %s",
-                row["local_id"],
+                "%s on connector %d was running when chargerd stopped; "
+                "StopTransaction(PowerLoss) queued with meterStop=%.0f Wh (%s), last persisted "
+                "%.0f Wh at %s",
+                tx_label(row["local_id"], row["transaction_id"]),
                 row["connector_id"],
+                meter_stop,
+                why,
                 row["last_energy_wh"],
                 row["last_energy_time"],
             )
@@ -210,8 +243,8 @@ class TransactionService:
         conn.tx = tx
         conn.begin_sample = sample
         log.info(
-            "transaction %d started on connector %d for %s, meterStart=%.0f Wh",
-            local_id,
+            "%s started on connector %d for %s, meterStart=%.0f Wh",
+            tx_label(local_id, None),
             conn.id,
             id_tag,
             sample.energy_wh,
@@ -251,9 +284,8 @@ class TransactionService:
             self._outbox.enqueue("StopTransaction", payload, tx_local_id=tx.local_id)
         conn.tx = None
         log.info(
-            "transaction %d stopped on connector %d: reason %s, meterStop=%.0f Wh "
-            "(%.0f Wh charged)",
-            tx.local_id,
+            "%s stopped on connector %d: reason %s, meterStop=%.0f Wh (%.0f Wh charged)",
+            tx_label(tx.local_id, tx.transaction_id),
             conn.id,
             reason,
             energy,
@@ -280,7 +312,11 @@ class TransactionService:
         if begin is not None and conn.tx is not None:
             values.append(
                 metering.meter_value(
-                    begin, measurands, context="Transaction.Begin", timestamp=conn.tx.start_time
+                    begin,
+                    measurands,
+                    context="Transaction.Begin",
+                    timestamp=conn.tx.start_time,
+                    interval_energy_wh=0.0,
                 )
             )
         values.extend(aligned)
@@ -291,6 +327,10 @@ class TransactionService:
                 context="Transaction.End",
                 timestamp=now,
                 offered_current_a=conn.hw.pilot.offered_current_a,
+                # The interval of the End value is the whole transaction: what is billed.
+                interval_energy_wh=metering.interval_wh(sample, conn.tx.meter_start_wh)
+                if conn.tx is not None
+                else None,
             )
         )
         return values
@@ -308,9 +348,9 @@ class TransactionService:
             if not tx.stop_aligned_full:
                 tx.stop_aligned_full = True
                 log.warning(
-                    "transaction %d: more than %d StopTxnAlignedData readings; "
+                    "%s: more than %d StopTxnAlignedData readings; "
                     "later ones are left out of its StopTransaction",
-                    tx.local_id,
+                    tx_label(tx.local_id, tx.transaction_id),
                     self.max_stop_aligned_values,
                 )
             return
@@ -360,15 +400,21 @@ class TransactionService:
         for conn in self.connectors.values():
             if conn.tx is not None and conn.tx.local_id == msg.tx_local_id:
                 conn.tx.transaction_id = tx_id
+                log.info(
+                    "%s on connector %d: the CSMS's id is known",
+                    tx_label(conn.tx.local_id, tx_id),
+                    conn.id,
+                    extra={"fields": {"tx_local_id": conn.tx.local_id, "transaction_id": tx_id}},
+                )
                 if parent is not None:
                     conn.tx.parent_id_tag = parent
                 if status != "Accepted":
                     conn.tx.invalid = True
                     log.warning(
-                        "CSMS answered %s for %s on transaction %d (connector %d)",
+                        "CSMS answered %s for %s on %s (connector %d)",
                         status,
                         id_tag,
-                        tx_id,
+                        tx_label(conn.tx.local_id, tx_id),
                         conn.id,
                     )
                     asyncio.get_running_loop().call_soon(self._deauthorize, conn.id)

@@ -38,6 +38,7 @@ from chargerd.link.backoff import reconnect_delay
 from chargerd.link.errors import CallErrorReceived, CallResultInvalid, CallTimeout, NotConnected
 from chargerd.link.framelog import FrameLog
 from chargerd.link.router import Router
+from chargerd.link.tlsdiag import describe_handshake_failure, is_handshake_failure
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +267,10 @@ class Link:
                 **({"ssl": self._ssl_context} if self._ssl_context is not None else {}),
             )
         except (OSError, EOFError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
-            self._connect_failed(f"{type(exc).__name__}: {exc}")
+            reason = f"{type(exc).__name__}: {exc}"
+            if self._ssl_context is not None and not self._failing and is_handshake_failure(exc):
+                reason = await describe_handshake_failure(self._url, exc)
+            self._connect_failed(reason)
             return None
         if ws.subprotocol != SUBPROTOCOL:
             self._connect_failed(f"server did not select {SUBPROTOCOL} (got {ws.subprotocol!r})")

@@ -10,29 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Callable
 
 from hal.errors import ContactorError, LockError, MeterError
+from hal.idtag import normalize_presented
 from hal.interfaces import EvState, Fault, IndicatorState, MeterSample
 from hal.mock.ev import SimConnector
 
 log = logging.getLogger(__name__)
 
 _NO_FAULTS: frozenset[Fault] = frozenset()
-_UID = re.compile(r"[0-9A-F]+")
-UID_LENGTHS = (8, 14, 20)  # 4-, 7- and 10-byte ISO 14443 UIDs
 
 
 def normalize_uid(uid: str) -> str:
-    """The UID as a reader reports it: upper-case hex of 4, 7 or 10 bytes."""
-    if not isinstance(uid, str):
-        raise ValueError(f"a card UID is a hex string, got {uid!r}")
-    text = uid.strip().upper()
-    if not _UID.fullmatch(text) or len(text) not in UID_LENGTHS:
-        raise ValueError(f"a card UID is {'/'.join(map(str, UID_LENGTHS))} hex digits, got {uid!r}")
-    return text
+    """The idTag the mock reader reports: a hex UID upper-cased, or any printable idTag.
+
+    CSMS teams test with tokens such as ``TOKEN-0001``; see hal.idtag.
+    """
+    return normalize_presented(uid)
 
 
 class MockContactor:

@@ -23,6 +23,7 @@ from typing import Any
 
 from hal.config import ReaderConfig
 from hal.errors import ReaderError
+from hal.idtag import uid_to_id_tag
 from hal.interfaces import Fault
 from hal.pi.mfrc522 import ChipTimeout, Mfrc522, NoAnswer, TransceiveError
 
@@ -266,10 +267,15 @@ class Rc522Reader:
             return
         self._card = uid
         log.debug("card %s presented", uid)
+        try:
+            id_tag = uid_to_id_tag(uid, self._cfg.id_tag_format)  # the one UID -> idTag place
+        except ValueError as exc:
+            log.warning("card %s cannot be an idTag: %s", uid, exc)
+            return
         loop = self._loop
         if loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closing
-                loop.call_soon_threadsafe(self._queue.put_nowait, uid)
+                loop.call_soon_threadsafe(self._queue.put_nowait, id_tag)
 
     def _read_uid(self, chip: Mfrc522) -> str | _Unreadable | None:
         """The UID of the card in the field, None if there is none.

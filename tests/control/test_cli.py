@@ -636,6 +636,62 @@ def test_cli_imports_nothing_heavy() -> None:
     assert out.strip() == "[]"
 
 
+# --------------------------------------------------------------------------- clear messages
+
+
+def test_a_socket_path_that_is_a_regular_file_says_so(tmp_path, capsys) -> None:
+    regular = tmp_path / "chargerd.toml"
+    regular.write_text("[station]\n")
+    assert run(regular, "status") == 2  # a wrong argument, not a daemon down
+    err = capsys.readouterr().err
+    assert f"{regular} is not a socket (a regular file)" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "nan", "inf"])
+def test_a_timeout_that_is_not_a_number_of_seconds_says_so(sock_path, capsys, value) -> None:
+    assert run(sock_path, "--timeout", value, "status") == 2
+    err = capsys.readouterr().err
+    assert f"argument --timeout: {value!r}" in err and "_positive_float" not in err
+
+
+def test_log_lines_that_are_not_a_number_say_so(sock_path, capsys) -> None:
+    assert run(sock_path, "log", "--lines", "ten") == 2
+    assert "'ten' is not a whole number" in capsys.readouterr().err
+
+
+def test_sim_card_prints_what_the_station_did(serve, sock_path, capsys) -> None:
+    answer = {
+        "done": True,
+        "read": True,
+        "id_tag": "TOKEN-0001",
+        "outcome": "started",
+        "connector": 1,
+        "transaction_id": 1000,
+        "local_transaction_id": 3,
+        "message": "accepted and started transaction 1000 (local 3) on connector 1",
+    }
+    calls: list[dict] = []
+    serve({"sim.card": returning(answer, calls)})
+    assert run(sock_path, "sim", "card", "TOKEN-0001") == 0
+    assert calls == [{"uid": "TOKEN-0001"}]
+    assert capsys.readouterr().out == (
+        "card TOKEN-0001: accepted and started transaction 1000 (local 3) on connector 1\n"
+    )
+    assert run(sock_path, "sim", "--json", "card", "TOKEN-0001") == 0
+    assert json.loads(capsys.readouterr().out) == answer
+
+
+def test_status_shows_the_local_id_until_the_csms_id_is_known(serve, sock_path, capsys) -> None:
+    status = json.loads(json.dumps(STATUS))
+    c = status["connectors"][0]
+    c["transaction_id"], c["transaction_local_id"] = None, 7
+    serve({"status": returning(status)})
+    assert run(sock_path, "status") == 0
+    header, row = capsys.readouterr().out.splitlines()[1:3]
+    assert columns(row)[columns(header).index("TX")] == "local 7"
+
+
 def test_status_human_shows_reservations_and_the_local_list(serve, sock_path, capsys) -> None:
     status = {
         **STATUS,

@@ -30,6 +30,7 @@ async def test_boot_payload_carries_the_identity_from_the_config(make_rig, csms)
     assert boot.payload["chargePointVendor"] == "chargerd"
     assert boot.payload["chargePointModel"] == "rig"
     assert boot.payload["chargePointSerialNumber"] == "SN-0042"
+    assert boot.payload["chargeBoxSerialNumber"] == "SN-0042"  # what older back ends read
     assert boot.payload["firmwareVersion"] == "7.3.1-bench"
 
 

@@ -78,3 +78,19 @@ async def test_a_differential_update_after_a_crash_in_the_middle_of_a_full_one(
     assert await send_list(csms, 2, "Differential", diff) == "Accepted"
     assert await list_version(csms) == 2
     assert (await rig.status())["local_list"]["entries"] == 10
+
+
+async def test_online_the_list_preauthorizes_and_the_csms_is_not_asked(csms, make_registered_rig):
+    rig = await make_registered_rig(ocpp={"LocalPreAuthorize": True})
+    assert await send_list(csms, 4, "Full", listed(["22220001"])) == "Accepted"
+    await rig.plug(1)
+    await rig.wait_connector(1, "Preparing")
+    await rig.card("22220001")
+    await rig.charge(1)
+    start = await csms.wait_for("StartTransaction")
+    assert start[0].payload["idTag"] == "22220001"
+    assert csms.calls("Authorize", CP) == []
+    # LocalAuthListEnabled false: the list is ignored (and reported as -1).
+    assert (await csms.call(CP, "ChangeConfiguration", {
+        "key": "LocalAuthListEnabled", "value": "false"}))["status"] == "Accepted"  # fmt: skip
+    assert await list_version(csms) == -1

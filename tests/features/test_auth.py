@@ -244,8 +244,8 @@ async def test_an_entry_expires_with_the_clock(authorizer, cache, clock):
 
 @pytest.mark.parametrize(
     "error",
-    [NotConnected("link down"), TimeoutError(), CallErrorReceived("InternalError")],
-    ids=["not connected", "timeout", "call error"],
+    [NotConnected("link down"), TimeoutError()],
+    ids=["not connected", "timeout"],
 )
 async def test_failed_call_falls_back_to_the_offline_rules(authorizer, link, cache, error, caplog):
     link.error = error
@@ -258,13 +258,34 @@ async def test_failed_call_falls_back_to_the_offline_rules(authorizer, link, cac
     assert cache.get("KNOWN") == IdTagInfo(A.accepted, None, "P")  # nothing overwritten
 
 
-async def test_malformed_answer_falls_back_to_the_offline_rules(authorizer, link, config):
+class CallResultInvalid(ValueError):
+    """Stands in for the link's schema violation error (a ValueError)."""
+
+
+@pytest.mark.parametrize(
+    "answer, error",
+    [
+        ({"status": "Accepted"}, None),  # idTagInfo missing
+        ({"idTagInfo": {}}, None),  # empty idTagInfo
+        ({"idTagInfo": {"status": "Great"}}, None),  # no such status
+        (None, CallResultInvalid("invalid Authorize CALLRESULT")),
+        (None, CallErrorReceived("InternalError")),
+    ],
+    ids=["no idTagInfo", "empty idTagInfo", "unknown status", "schema violation", "CALLERROR"],
+)
+async def test_an_answer_that_is_not_valid_is_a_refusal_not_an_outage(
+    authorizer, link, config, cache, answer, error, caplog
+):
+    # With the most permissive offline rules, an answer that is not valid must still
+    # not turn into a free transaction: the CSMS is there, it did not say yes.
     config.set("AllowOfflineTxForUnknownId", "true")
-    link.answers["TAG"] = {"status": "Accepted"}  # idTagInfo missing
-    assert (await authorizer.authorize("TAG", online=True)).status == A.accepted
-    link.answers["TAG"] = {"idTagInfo": {"status": "Great"}}
-    config.set("AllowOfflineTxForUnknownId", "false")
-    assert (await authorizer.authorize("TAG", online=True)).status == A.invalid
+    cache.update("TAG", {"status": "Accepted"})
+    link.answers["TAG"] = answer
+    link.error = error
+    with caplog.at_level(logging.WARNING):
+        assert (await authorizer.authorize("TAG", online=True)).status == A.invalid
+    assert "refused" in caplog.text and "offline rules" not in caplog.text
+    assert cache.get("TAG") == IdTagInfo(A.accepted)  # nothing learnt from nonsense
 
 
 async def test_with_the_cache_disabled_answers_are_not_remembered(authorizer, link, cache, config):

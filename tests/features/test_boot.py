@@ -87,6 +87,7 @@ async def test_an_accepted_boot_sets_heartbeat_clock_and_sends_the_statuses(
         "chargePointModel": "AC22",
         "firmwareVersion": "1.2.3",
         "chargePointSerialNumber": "SN-1",
+        "chargeBoxSerialNumber": "SN-1",
         "meterType": "chargerd mock meter",
     }
     await check_outgoing_call(action, payload)

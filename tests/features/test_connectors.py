@@ -115,6 +115,25 @@ async def test_a_stop_with_the_cable_in_releases_the_lock_and_shows_finishing(ma
     assert b.conn(1).status == "Finishing"
 
 
+async def test_a_card_in_finishing_waits_for_the_ev_to_be_unplugged(make_bench):
+    """OCPP 1.6 §4.9: Finishing is not yet available for a new user (the same EV stays)."""
+    b = make_bench()
+    await charging(b)
+    await b.supervisor.stop(b.conn(1), "Local", id_tag=TAG)
+    await b.tick()
+    assert b.conn(1).status == "Finishing"
+    b.supervisor.grant(b.conn(1), id_tag="11223344", parent_id_tag=None)
+    await b.tick(3)
+    assert len(starts(b)) == 1 and b.conn(1).tx is None  # nothing new on the same EV
+    assert b.conn(1).status == "Finishing"
+    b.sim.unplug(1)
+    await b.tick()
+    assert b.conn(1).status == "Preparing"  # the card waits for the next EV
+    b.sim.plug(1)
+    await b.tick()
+    assert len(starts(b)) == 2 and starts(b)[1]["idTag"] == "11223344"
+
+
 # -- unplugging ----------------------------------------------------------------------------
 
 

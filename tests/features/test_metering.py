@@ -13,6 +13,7 @@ from chargerd.clock import iso
 from chargerd.features.metering import (
     CURRENT,
     ENERGY,
+    ENERGY_INTERVAL,
     FREQUENCY,
     OFFERED,
     POWER,
@@ -20,6 +21,7 @@ from chargerd.features.metering import (
     VOLTAGE,
     MeterSampler,
     PeriodicTask,
+    displayed_power_w,
     meter_value,
     next_aligned,
     parse_measurands,
@@ -133,6 +135,34 @@ def test_meter_value_has_an_iso_utc_millisecond_timestamp():
     }
 
 
+def test_interval_energy_follows_the_register_rules_and_is_left_out_when_unknown():
+    values = sampled_values(
+        THREE_PHASE, [ENERGY, ENERGY_INTERVAL], context="Sample.Clock", interval_energy_wh=368.04
+    )
+    assert values == [
+        item(ENERGY, "12345.7", "Wh", context="Sample.Clock"),
+        item(ENERGY_INTERVAL, "368.0", "Wh", context="Sample.Clock"),  # no phase, Wh
+    ]
+    assert sampled_values(THREE_PHASE, [ENERGY_INTERVAL], context="Sample.Clock") == []
+    assert ENERGY_INTERVAL in SUPPORTED_MEASURANDS  # so the measurand keys accept it
+
+
+@pytest.mark.parametrize(
+    "sample, closed, shown",
+    [
+        (THREE_PHASE, True, 22080.0),
+        (THREE_PHASE, False, 0.0),  # a stale reading while the contactor is open
+        (MeterSample(energy_wh=1, power_w=11040.0, current_a=(0.0, 0.02, 0.0)), True, 0.0),
+        (MeterSample(energy_wh=1, power_w=3680.0), True, 3680.0),  # no currents: trust power
+        (None, True, None),
+    ],
+)
+def test_the_power_shown_is_zero_when_the_contactor_is_open_or_no_current_flows(
+    sample, closed, shown
+):
+    assert displayed_power_w(sample, contactor_closed=closed) == shown
+
+
 def test_parse_measurands_trims_and_skips_empty_items():
     assert parse_measurands(" Energy.Active.Import.Register , Voltage,") == [ENERGY, VOLTAGE]
     assert parse_measurands("") == []
@@ -148,7 +178,12 @@ async def test_the_ocpp_schema_accepts_meter_values_of_every_measurand(context):
         "transactionId": 7,
         "meterValue": [
             meter_value(
-                THREE_PHASE, everything, context=context, timestamp=T, offered_current_a=32
+                THREE_PHASE,
+                everything,
+                context=context,
+                timestamp=T,
+                offered_current_a=32,
+                interval_energy_wh=368.0,
             ),
             meter_value(ONE_PHASE_METER, everything, context=context, timestamp=T),
         ],
@@ -321,6 +356,79 @@ async def test_periodic_sample_queues_transaction_meter_values_and_persists_ener
     (tx,) = b.tx_rows()
     assert tx["last_energy_wh"] == pytest.approx(368.0)
     assert tx["last_energy_time"] == iso(b.clock.now())
+
+
+async def test_periodic_interval_energy_starts_at_meter_start_then_at_each_sample(make_bench):
+    b = await charging_bench(
+        make_bench, MeterValueSampleInterval=60, MeterValuesSampledData=f"{ENERGY_INTERVAL}"
+    )
+    sampler = MeterSampler(
+        supervisor=b.supervisor,
+        transactions=b.transactions,
+        config=b.config,
+        clock=b.clock,
+        send_live=lambda *a: None,
+    )
+    b.clock.advance(60)
+    await sampler.sample()
+    b.clock.advance(30)  # half a minute at 22.08 kW: 184 Wh
+    await sampler.sample()
+    values = [
+        json.loads(r["payload"])["meterValue"][0]["sampledValue"]
+        for r in b.outbox_rows()
+        if r["action"] == "MeterValues"
+    ]
+    assert [(v["measurand"], v["value"], v["unit"]) for [v] in values] == [
+        (ENERGY_INTERVAL, "368.0", "Wh"),
+        (ENERGY_INTERVAL, "184.0", "Wh"),
+    ]
+
+
+async def test_aligned_interval_energy_needs_the_previous_grid_instant(make_bench):
+    b = await charging_bench(
+        make_bench,
+        ClockAlignedDataInterval=900,
+        MeterValuesAlignedData=f"{ENERGY},{ENERGY_INTERVAL}",
+        StopTxnAlignedData=ENERGY_INTERVAL,
+    )
+    sampler = MeterSampler(
+        supervisor=b.supervisor,
+        transactions=b.transactions,
+        config=b.config,
+        clock=b.clock,
+        send_live=lambda *a: None,
+    )
+    t0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    await sampler.aligned(at=t0)  # where this interval began is not known: left out
+    b.clock.advance(60)
+    await sampler.aligned(at=t0 + timedelta(seconds=900))
+    mvs = [
+        json.loads(r["payload"])["meterValue"][0]["sampledValue"]
+        for r in b.outbox_rows()
+        if r["action"] == "MeterValues"
+    ]
+    assert [v["measurand"] for v in mvs[0]] == [ENERGY]
+    assert [(v["measurand"], v["value"]) for v in mvs[1]][1] == (ENERGY_INTERVAL, "368.0")
+    # the StopTransaction keeps the same aligned intervals
+    kept = b.conn(1).tx.stop_aligned
+    assert [[v["value"] for v in mv["sampledValue"]] for mv in kept] == [[], ["368.0"]]
+
+
+async def test_stop_transaction_data_carries_the_transaction_energy_as_interval(make_bench):
+    b = await charging_bench(make_bench, StopTxnSampledData=f"{ENERGY},{ENERGY_INTERVAL}")
+    b.clock.advance(120)
+    await b.supervisor.stop(b.conn(1), "Local")
+    [stop] = [json.loads(r["payload"]) for r in b.outbox_rows() if r["action"] == "StopTransaction"]
+    begin, end = stop["transactionData"]
+    assert [(v["measurand"], v["value"], v["context"]) for v in begin["sampledValue"]] == [
+        (ENERGY, "0.0", "Transaction.Begin"),
+        (ENERGY_INTERVAL, "0.0", "Transaction.Begin"),
+    ]
+    assert [(v["measurand"], v["value"], v["context"]) for v in end["sampledValue"]] == [
+        (ENERGY, "736.0", "Transaction.End"),
+        (ENERGY_INTERVAL, "736.0", "Transaction.End"),
+    ]
+    await check_outgoing_call("StopTransaction", stop)
 
 
 async def test_with_sampling_off_the_register_is_still_persisted(make_bench):

@@ -334,3 +334,33 @@ async def test_remote_start_respects_the_reservation(make_bench):
     b.sim.plug(1)
     await b.tick()
     assert [(s["idTag"], s.get("reservationId")) for s in starts(b)] == [(A, 2)]
+
+
+async def test_a_remote_start_for_a_sibling_learns_the_parent_from_authorize(make_bench):
+    b = make_bench(connectors=1)
+    svc = attach(b)
+    remote = RemoteService(
+        supervisor=b.supervisor,
+        authorizer=b.authorizer,
+        config=b.config,
+        online=lambda: True,
+        restart=lambda reason: asyncio.sleep(0),
+    )
+    b.link.default["Authorize"] = lambda p: {
+        SIBLING: accepted(FLEET),
+        STRANGER: accepted("OTHER"),
+    }[p["idTag"]]
+    await b.tick()
+    assert reserve(svc, b, 3, 1, A, FLEET) == "Accepted"
+    # The stranger's parent is unknown locally: claimed, asked, refused.
+    answer = remote.remote_start(id_tag=STRANGER, connector_id=1)
+    assert answer.status == "Accepted" and b.conn(1).held
+    await remote._remote_start_after(id_tag=STRANGER, connector_id=1)
+    assert b.conn(1).authorization is None and not b.conn(1).held
+    # The sibling's Authorize answer names the reservation's parent: it starts there.
+    assert remote.remote_start(id_tag=SIBLING, connector_id=1).status == "Accepted"
+    await remote._remote_start_after(id_tag=SIBLING, connector_id=1)
+    b.sim.plug(1)
+    await b.tick()
+    assert [(s["idTag"], s.get("reservationId")) for s in starts(b)] == [(SIBLING, 3)]
+    assert [a for a, _ in b.link.calls] == ["Authorize", "Authorize"]

@@ -264,6 +264,40 @@ async def test_power_loss_recovery_stops_what_was_running_once(make_bench, clock
     assert len(rows(b, "StopTransaction")) == 1
 
 
+async def test_power_loss_stop_takes_the_meter_register_read_at_the_restart(make_bench, clock):
+    b = make_bench()
+    conn, tx = await started(b)
+    b.transactions.persist_energy(conn, MeterSample(energy_wh=276.0))
+    persisted_at = clock.now()
+    clock.advance(60)  # the register grew to 301 Wh before the power went, then stood still
+    b.sim.set_energy_wh(1, 301.0)
+    restarted = TransactionService(
+        store=b.store, clock=clock, outbox=b.outbox, config=b.config, cache=b.cache
+    )
+    meters = {1: b.conn(1).hw.meter}
+    assert await restarted.recover_power_loss_reading(meters, max_power_w=22080.0) == [
+        tx.local_id
+    ]
+    (stop,) = rows(b, "StopTransaction")
+    assert stop["payload"]["meterStop"] == 301
+    assert stop["payload"]["timestamp"] == iso(persisted_at)
+    (row,) = b.tx_rows()
+    assert row["meter_stop_wh"] == 301.0
+
+
+async def test_an_implausible_register_leaves_the_last_persisted_reading(make_bench, clock):
+    b = make_bench()
+    conn, tx = await started(b)
+    b.transactions.persist_energy(conn, MeterSample(energy_wh=276.0))
+    clock.advance(10)
+    restarted = TransactionService(
+        store=b.store, clock=clock, outbox=b.outbox, config=b.config, cache=b.cache
+    )
+    assert restarted.recover_power_loss({1: 5000.0}, max_power_w=22080.0) == [tx.local_id]
+    (stop,) = rows(b, "StopTransaction")
+    assert stop["payload"]["meterStop"] == 276
+
+
 async def test_power_loss_recovery_leaves_stopped_transactions_alone(make_bench):
     b = make_bench()
     conn, _ = await started(b)

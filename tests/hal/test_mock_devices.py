@@ -102,10 +102,20 @@ async def test_next_card_waits_for_a_presentation(hw):
     assert await task == "0123456789ABCDEF0123"
 
 
-@pytest.mark.parametrize("uid", ["04A1B2C", "04A1B2C3D", "04A1B2C3D4E5F6A7", "GGGGGGGG", "", 1234])
-def test_an_invalid_uid_is_refused(hw, uid):
-    with pytest.raises(ValueError, match="hex"):
+@pytest.mark.parametrize("uid", ["", "   ", "X" * 21, "TAB\tTAG", "NEWLINE\n2", 1234])
+def test_an_invalid_id_tag_is_refused(hw, uid):
+    with pytest.raises(ValueError, match="idTag"):
         hw.sim.present_card(uid)
+
+
+async def test_any_printable_id_tag_is_read_as_given_and_hex_uids_upper_cased(hw):
+    for given, read in (
+        ("TOKEN-0001", "TOKEN-0001"),
+        ("USER_42", "USER_42"),
+        ("04a1b2c3", "04A1B2C3"),
+    ):
+        assert hw.sim.present_card(given)
+        assert await hw.reader.next_card() == read
 
 
 async def test_a_dead_reader_loses_the_cards_presented_to_it(hw):

@@ -127,7 +127,7 @@ async def test_ev_error_reads_state_e_and_stops_drawing(hw, sim):
         (lambda s: s.fault("meter_silent", True, connector=5), "unknown connector"),
         (lambda s: s.fault("reader_dead", True, connector=1), "station fault"),
         (lambda s: s.fault("meter_silent", "yes"), "True or False"),
-        (lambda s: s.present_card("04A2B3"), "hex digits"),
+        (lambda s: s.present_card("TOKEN-0001-TOO-LONG-X"), "1 to 20 printable"),
         (lambda s: s.set_energy_wh(1, -5), "never goes backwards"),
     ],
 )

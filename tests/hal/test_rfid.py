@@ -105,6 +105,24 @@ async def test_uid_of_every_length_is_read_whole(pi, reader, uid):
     assert reader.faults() == frozenset()
 
 
+@pytest.mark.parametrize(
+    "fmt, expected",
+    [("hex", UID7), ("hex_reversed", "F6E5D4C3B2A104"), ("decimal", "1303689068602870")],
+)
+async def test_the_uid_becomes_the_configured_id_tag_format(pi, fmt, expected):
+    chip, _ = pi
+    r = Rc522Reader(
+        ReaderConfig(spi_bus=0, spi_device=0, rst_pin=25, poll_interval_s=0.01, id_tag_format=fmt),
+        pin_factory=pi[1],
+    )
+    await r.start()
+    try:
+        chip.place(emu.Card(UID7))
+        assert await card(r) == expected
+    finally:
+        await r.close()
+
+
 async def test_a_card_left_on_the_reader_yields_once(pi, reader):
     chip, _ = pi
     a, b = emu.Card(UID4), emu.Card(UID7)

@@ -261,7 +261,7 @@ class ChaosSession(Injections, ReserveListActions):
 
     async def _card(self, uid: str) -> None:
         self._event("card", None)
-        await self.st.sim("sim.card", uid=uid)
+        await self.st.sim("sim.card", uid=uid, await_outcome=False)  # as a driver would
 
     async def _step(self) -> None:
         if time.monotonic() >= self.next_injection:

@@ -11,14 +11,19 @@ receives so a test asserts what a CSMS operator would see.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import hmac
 import json
 import logging
+import ssl
 import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote
 
@@ -28,10 +33,29 @@ from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
 from chargerd.clock import Clock, SystemClock, iso
 
 log = logging.getLogger(__name__)
+
+
+def _cp_id_of(path: str) -> str:
+    """The charge point id: the last segment of the websocket URL's path."""
+    return unquote(path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1])
+
+
+def _basic_credentials(header: str | None) -> tuple[str | None, str | None]:
+    """(user, password) of an ``Authorization: Basic ...`` header; (None, None) otherwise."""
+    if not header or not header.lower().startswith("basic "):
+        return None, None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None, None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else (None, None)
+
 
 CardEntry = str | tuple[str, str | None] | dict[str, Any]
 """A card's answer: a status, (status, parentIdTag), or a full camelCase IdTagInfo."""
@@ -125,6 +149,10 @@ class _Session(ChargePoint):
 
     async def _send(self, message: str) -> None:
         self._csms._frame(self.id, "out", message)
+        if message.startswith("[3"):
+            with contextlib.suppress(ValueError, IndexError, TypeError):
+                frame = json.loads(message)
+                self._csms._answered(str(frame[1]), frame[2])
         await self.ws.send(message)
 
     async def take_response(self, unique_id: str, timeout: float) -> list:
@@ -236,23 +264,72 @@ class BenchCsms:
         self.next_transaction_id: int = 1
 
         self.received: list[Record] = []
+        #: The CSMS's CALLRESULT payload per received unique id (a transactionId given...).
+        self.answers: dict[str, Any] = {}
         self.frames: deque[FrameRecord] = deque(maxlen=max_frames)
         self._changed = asyncio.Event()
         self._sessions: dict[str, list[_Session]] = {}
         self._connection_counts: dict[str, int] = {}
         self._server: Server | None = None
+        self._tls = False
+        #: HTTP Basic credentials (charge point id -> password); empty: no check.
+        self.basic_auth: dict[str, str] = {}
+        self.auth_failures: list[str] = []  # charge point ids refused by the Basic check
 
     def now(self) -> datetime:
         return self._clock.now()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Listen; returns the port (useful with port 0)."""
+    async def start(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        basic_auth: dict[str, str] | None = None,
+    ) -> int:
+        """Listen; returns the port (useful with port 0).
+
+        ``ssl_context`` serves wss:// (security profiles 2 and 3); ``basic_auth``
+        (charge point id -> password) makes a station without those credentials
+        get HTTP 401 before the websocket opens (profiles 1 and 2).
+        """
+        if basic_auth is not None:
+            self.basic_auth = dict(basic_auth)
+        self._tls = ssl_context is not None
         self._server = await serve(
-            self._serve_station, host, port, subprotocols=["ocpp1.6"], ping_interval=None
+            self._serve_station,
+            host,
+            port,
+            subprotocols=["ocpp1.6"],
+            ping_interval=None,
+            process_request=self._check_basic_auth,
+            **({"ssl": ssl_context} if ssl_context is not None else {}),
         )
         return self._server.sockets[0].getsockname()[1]
+
+    def _check_basic_auth(self, conn: ServerConnection, request: Request) -> Response | None:
+        """OCPP security profiles 1-2: user = the charge point id of the URL, its password."""
+        if not self.basic_auth:
+            return None
+        cp_id = _cp_id_of(request.path)
+        expected = self.basic_auth.get(cp_id)
+        user, password = _basic_credentials(request.headers.get("Authorization"))
+        ok = (
+            expected is not None
+            and user == cp_id
+            and password is not None
+            and hmac.compare_digest(expected.encode(), password.encode())
+        )
+        if ok:
+            return None
+        self.auth_failures.append(cp_id)
+        self._notify()
+        log.warning("%s refused: HTTP Basic credentials missing or wrong", cp_id)
+        response = conn.respond(HTTPStatus.UNAUTHORIZED, "Unauthorized\n")
+        response.headers["WWW-Authenticate"] = 'Basic realm="ocpp", charset="UTF-8"'
+        return response
 
     async def stop(self) -> None:
         if self._server is None:
@@ -279,10 +356,15 @@ class BenchCsms:
     @property
     def url(self) -> str:
         """The CSMS URL a station is configured with (its id is appended by the station)."""
-        return f"ws://127.0.0.1:{self.port}/ocpp"
+        scheme = "wss" if self._tls else "ws"
+        return f"{scheme}://127.0.0.1:{self.port}/ocpp"
+
+    def stations(self) -> list[str]:
+        """The charge point ids connected now."""
+        return sorted(cp for cp, sessions in self._sessions.items() if sessions)
 
     async def _serve_station(self, ws: ServerConnection) -> None:
-        cp_id = unquote(ws.request.path.rstrip("/").rsplit("/", 1)[-1]) if ws.request else "?"
+        cp_id = _cp_id_of(ws.request.path) if ws.request else "?"
         session = _Session(cp_id, ws, self)
         self._sessions.setdefault(cp_id, []).append(session)
         self._connection_counts[cp_id] = self._connection_counts.get(cp_id, 0) + 1
@@ -359,6 +441,11 @@ class BenchCsms:
     def _record(self, record: Record) -> None:
         self.received.append(record)
         self._notify()
+
+    def _answered(self, unique_id: str, payload: Any) -> None:
+        self.answers[unique_id] = payload
+        while len(self.answers) > 10_000:
+            self.answers.pop(next(iter(self.answers)))
 
     def _frame(self, cp_id: str, direction: str, frame: str) -> None:
         rec = FrameRecord(cp_id, direction, frame, self.now())

@@ -381,6 +381,12 @@ class Bench:
             ),
             what="session over",
         )
+        # Finishing is not yet available for a new user (OCPP 1.6 4.9): the driver leaves,
+        # the next EV plugs in and asks for energy.
+        await rig.unplug(1)
+        await rig.plug(1)
+        await rig.charge(1)
+        await poll(rig, lambda s: _conn(s)["status"] == "Preparing", what="next EV")
 
     async def remote_sessions(self) -> None:
         rig = self.main
