@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -25,8 +26,13 @@ class Clock(Protocol):
 class SystemClock:
     """Wall time plus an offset learned from the CSMS."""
 
+    #: A correction smaller than this is drift, not a jump worth telling anyone about.
+    JUMP = timedelta(seconds=1)
+
     def __init__(self) -> None:
         self._offset = timedelta(0)
+        # Called after the wall clock jumped (a timer planned on wall time plans again).
+        self.on_jump: list[Callable[[], None]] = []
 
     def now(self) -> datetime:
         return datetime.now(UTC) + self._offset
@@ -41,7 +47,10 @@ class SystemClock:
         """Adopt the CSMS's time (BootNotification / Heartbeat currentTime)."""
         if csms_now.tzinfo is None:
             csms_now = csms_now.replace(tzinfo=UTC)
-        self._offset = csms_now - datetime.now(UTC)
+        old, self._offset = self._offset, csms_now - datetime.now(UTC)
+        if abs(self._offset - old) >= self.JUMP:
+            for listener in list(self.on_jump):
+                listener()
 
 
 class ManualClock:

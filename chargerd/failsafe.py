@@ -24,6 +24,9 @@ def safe_outputs_main(cfg: Config, *, exit_holding: bool = True) -> int:
     if hw.driver != "pi":
         print("chargerd: mock hardware: no outputs to drive")
         return 0
+    if hw.pin_factory == "emulated":  # Pi in a box: the emulated pins died with the daemon
+        print("chargerd: emulated Pi (bench): no outputs to drive")
+        return 0
     try:
         from hal.pi.safe_outputs import drive_safe
         from hal.pi.station import make_pin_factory

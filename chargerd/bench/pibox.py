@@ -1,19 +1,22 @@
 """``./dev pibox``: the real daemon with ``driver = "pi"`` on an emulated Pi, and the bench CSMS.
 
 The whole Pi driver stack runs: gpiozero devices on MockFactory pins, the
-mfrc522-based reader on an RC522 emulated at register level, gpiozero's MCP3008
-on an emulated chip, the pymodbus RTU client against a pymodbus RTU server on a
-pseudo-terminal (``hal.emulated.pibox`` is the world around them).  The
-control socket's ``sim`` commands drive that world as they drive the mock
-station, so a technician's scripts work unchanged.
+register-level RC522 reader on an RC522 emulated at register level, the pilot on
+the kernel's PWM sysfs files (an emulated kernel plays them) and gpiozero's
+MCP3008 on an emulated chip, the RCD driver on an emulated monitor, the pymodbus
+RTU client against a pymodbus RTU server on a pseudo-terminal
+(``hal.emulated.pibox`` is the world around them).  The control socket's ``sim``
+commands drive that world as they drive the mock station, so a technician's
+scripts work unchanged.
 
 ``./dev pibox`` runs the bench CSMS and the daemon until Ctrl-C (restarting the
 daemon when it dies, as systemd would).  ``./dev pibox --scenario`` runs one
 scripted session and exits 0 on success: card, StartTransaction, charging with
-the pilot PWM checked, MeterValues from the Modbus server, card stop, RemoteStop,
-EV state F, then kill -9 during a charge and StopTransaction(PowerLoss) after
-the restart; it prints the contactor reaction times it measured, from the
-stimulus to the contactor GPIO going low (the world's timestamped pin record).
+the pilot PWM checked in sysfs, MeterValues from the Modbus server, card stop,
+RemoteStop, EV state F, an RCD trip, then kill -9 during a charge and
+StopTransaction(PowerLoss) after the restart; it prints the contactor reaction
+times it measured, from the stimulus to the contactor GPIO going low (the
+world's timestamped pin record).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Pi in a box: the physical world around the emulated chips, for the real Pi drivers.
 
 With ``[hardware] driver = "pi"`` and ``pin_factory = "emulated"`` the daemon
-opens its real Pi drivers (gpiozero devices, the mfrc522-based reader, gpiozero's
+opens its real Pi drivers (gpiozero devices, the register-level RC522 reader, gpiozero's
 MCP3008, the pymodbus RTU client) on a ``PiboxFactory``: gpiozero MockFactory
 pins whose every change this world sees.  The world closes the loops a real
 station closes through copper:

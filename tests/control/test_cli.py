@@ -708,3 +708,20 @@ def test_status_human_shows_reservations_and_the_local_list(serve, sock_path, ca
         "reservations: #7 connector 0 for AB12 until T1; #8 connector 2 for CD34 until T2",
         "local list: version 12, 3456 entries",
     ]
+
+
+def test_status_human_shows_the_limit_in_force_and_its_source(serve, sock_path, capsys) -> None:
+    status = json.loads(json.dumps(STATUS))
+    status["connectors"][0].update(
+        limit_a=16.0, limit_source="ChargePointMaxProfile #1 shared by 2"
+    )
+    status["connectors"][1].update(
+        limit_a=0.0, limit_source="TxDefaultProfile #3 (paused: below 6 A)"
+    )
+    serve({"status": returning(status)})
+    assert run(sock_path, "status") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[4:6] == [
+        "limit connector 1: 16.0 A (ChargePointMaxProfile #1 shared by 2)",
+        "limit connector 2: 0.0 A (TxDefaultProfile #3 (paused: below 6 A))",
+    ]

@@ -119,3 +119,22 @@ async def test_chargerctl_shows_the_emulated_world(pibox):
     assert [e["event"] for e in world["events"]] == ["plug"]
     # The supervisor's passes show on the SPI bus as bursts of MCP3008 transfers.
     assert world["pilot_readings"] > 0 and world["adc_bursts"]
+
+
+async def test_dev_pibox_scenario_exits_0_and_prints_the_reactions(tmp_path):
+    """``./dev pibox --scenario`` as a user runs it: its own CSMS and daemon, exit 0."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "chargerd.bench.pibox",
+        "--scenario",
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=150)
+    text = out.decode(errors="replace")
+    assert proc.returncode == 0, text[-3000:]
+    assert "pibox scenario completed" in text
+    for name in ("card stop", "RemoteStop", "EV state F", "RCD trip"):
+        assert any(line.strip().startswith(name) and "ms" in line for line in text.splitlines())

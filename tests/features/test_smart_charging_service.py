@@ -459,3 +459,25 @@ def test_power_offered_is_the_offered_current_on_the_phases_the_meter_sees(volts
     )
     got = {v["measurand"]: (v["value"], v["unit"]) for v in values}
     assert got == {"Current.Offered": (f"{offered or 0:.1f}", "A"), "Power.Offered": (watts, "W")}
+
+
+async def test_a_wall_clock_correction_by_the_csms_wakes_the_timer(bench):
+    """A Pi boots with a stale clock: when BootNotification sets it, limits are re-planned."""
+    from datetime import UTC, datetime
+
+    from chargerd.clock import SystemClock
+
+    clock = SystemClock()
+    svc = SmartChargingService(
+        store=bench.store,
+        config=bench.config,
+        clock=clock,
+        supervisor=bench.supervisor,
+        elec=Electrical(),
+        station_max_a=32.0,
+    )
+    svc._wake.clear()
+    clock.adjust_to(datetime.now(UTC) + timedelta(seconds=0.2))  # drift: nobody woken
+    assert not svc._wake.is_set()
+    clock.adjust_to(datetime(2030, 1, 1, tzinfo=UTC))  # a jump
+    assert svc._wake.is_set()

@@ -231,3 +231,13 @@ async def test_the_world_refuses_a_config_without_bench(tmp_path):
 
     with pytest.raises(HardwareConfigError, match="bench only"):
         await open_pi_station(replace(PIBOX, emulated=EmulatedConfig(bench=False)), tmp_path)
+
+
+def test_safe_outputs_has_nothing_to_drive_on_an_emulated_pi(tmp_path, capsys):
+    """The unit's ExecStopPost on a bench file: the emulated pins died with the daemon."""
+    from chargerd.failsafe import safe_outputs_main
+
+    path = tmp_path / "chargerd.toml"
+    path.write_text(BENCH_TOML.format(driver="pi", emulated="[hardware.emulated]\nbench = true"))
+    assert safe_outputs_main(load_config(path), exit_holding=False) == 0
+    assert "emulated Pi (bench): no outputs to drive" in capsys.readouterr().out

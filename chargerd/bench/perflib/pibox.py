@@ -14,11 +14,11 @@ the relay's mechanics, anything electrical.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 from chargerd.bench.perflib.figures import Figure, Target
+from chargerd.bench.perflib.reaction import pilot_rate_hz, reaction_ms
 from chargerd.bench.pibox import (
     CARD,
     PiboxRig,
@@ -44,6 +44,24 @@ KEYS: tuple[str, ...] = (
     "pibox_pilot_rate",
     "pibox_silent_pilot_rate",
 )
+
+
+class PiboxProbe:
+    """The bench's StationProbe (chargerd.bench.perflib.reaction) read off the pibox world.
+
+    The coil as the world's pin watcher saw it, and the CP readings counted on
+    the SPI bus, so that the mock's reaction probes run unchanged on a pibox.
+    """
+
+    def __init__(self, rig: PiboxRig) -> None:
+        self.rig = rig
+
+    async def contactor(self, connector: int) -> tuple[bool, float | None]:
+        c = (await self.rig.world(since=time.monotonic()))["connectors"][connector - 1]
+        return bool(c["coil_energised"]), c["coil_changed_at"]
+
+    async def pilot_reads(self, connector: int) -> int:
+        return int((await self.rig.world(since=time.monotonic()))["pilot_readings"])
 
 
 def make_figures() -> dict[str, Figure]:
@@ -108,9 +126,11 @@ async def one_reaction(rig: PiboxRig, csms: Any, kind: str) -> float:
         seconds = await contactor_open_after(rig, await last_event_time(rig, "card", t0))
     else:
         tx = (await rig.connector(1))["transaction_id"]
-        t0 = time.monotonic()
-        await csms.call(cp, "RemoteStopTransaction", {"transactionId": tx})
-        seconds = await contactor_open_after(rig, t0)
+
+        async def remote_stop() -> object:
+            return await csms.call(cp, "RemoteStopTransaction", {"transactionId": tx})
+
+        seconds = await reaction_ms(PiboxProbe(rig), 1, remote_stop) / 1000
     await _stopped(rig, csms, stops)
     return seconds
 
@@ -119,13 +139,11 @@ async def pilot_rate(rig: PiboxRig, csms: Any, window_s: float) -> float:
     """CP readings per second (bursts of MCP3008 transfers on the SPI bus) while charging."""
     await start_session(rig, csms, say=lambda _s: None)
     stops = len(csms.calls("StopTransaction", rig.charge_point_id))
-    w0 = await rig.world(since=time.monotonic())
-    await asyncio.sleep(window_s)
-    w1 = await rig.world(since=time.monotonic())
+    rate = await pilot_rate_hz(PiboxProbe(rig), 1, window_s)
     await card_taken_away(rig)
     await rig.card(CARD)
     await _stopped(rig, csms, stops)
-    return (w1["pilot_readings"] - w0["pilot_readings"]) / (w1["now"] - w0["now"])
+    return rate
 
 
 async def measure(bench: Any) -> None:

@@ -162,15 +162,11 @@ def purpose_limit(
     profiles: Iterable[Profile], t: datetime, tx_start: datetime | None, elec: Electrical
 ) -> Limit | None:
     """Among ``profiles`` (one purpose), the limit of the highest stack level that applies."""
-    best: tuple[int, int, Limit] | None = None
-    for p in profiles:
+    for p in sorted(profiles, key=lambda p: (p.stack_level, p.id), reverse=True):
         got = profile_limit(p, t, tx_start, elec)
-        if got is None:
-            continue
-        key = (p.stack_level, p.id)
-        if best is None or key > best[:2]:
-            best = (p.stack_level, p.id, got)
-    return None if best is None else best[2]
+        if got is not None:
+            return got
+    return None
 
 
 def limit_at(

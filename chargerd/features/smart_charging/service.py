@@ -75,11 +75,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The timer never sleeps longer than this: the wall clock may be corrected by the
-#: CSMS (BootNotification/Heartbeat currentTime) while it sleeps on monotonic time.
+#: The timer never sleeps longer than this.  A wall clock the CSMS corrects
+#: (BootNotification/Heartbeat currentTime) wakes it at once through the clock's
+#: on_jump; this bound is for a clock that cannot say it jumped.
 MAX_SLEEP_S = 300.0
 #: GetCompositeSchedule answers for at most this long (a longer request is cut): two days
-#: of 32 stacked 48-period profiles take about 0.1 s, computed off the event loop.
+#: of 32 stacked 48-period profiles take about 30 ms, computed off the event loop.
 MAX_COMPOSITE_S = 2 * 86400
 
 
@@ -131,6 +132,9 @@ class SmartChargingService:
             log.info("dropping %d TxProfile(s) of transactions that ended", len(orphans))
             self._forget(orphans)
         supervisor.on_idle.append(self._transaction_ended)
+        jumps = getattr(clock, "on_jump", None)
+        if jumps is not None:
+            jumps.append(self.poke)  # the wall clock moved: plan the next boundary again
 
     # -- what the supervisor asks ---------------------------------------------------------
 
