@@ -24,6 +24,7 @@ from hal.config import (
     ContactorConfig,
     EmulatedConfig,
     HardwareConfig,
+    LedConfig,
     LockConfig,
     MeterBusConfig,
     PilotConfig,
@@ -241,3 +242,32 @@ def test_safe_outputs_has_nothing_to_drive_on_an_emulated_pi(tmp_path, capsys):
     path.write_text(BENCH_TOML.format(driver="pi", emulated="[hardware.emulated]\nbench = true"))
     assert safe_outputs_main(load_config(path), exit_holding=False) == 0
     assert "emulated Pi (bench): no outputs to drive" in capsys.readouterr().out
+
+
+async def test_two_connectors_share_the_adc_the_pwm_chip_and_the_rs485_line(tmp_path):
+    from dataclasses import replace
+
+    second = ConnectorConfig(
+        contactor=ContactorConfig(pin=16, settle_s=0.01),
+        led=LedConfig(kind="single", pins=(20,)),
+        pilot=PilotConfig(cp_channel=2, pp_channel=3, pwm_channel=1, pwm_pin=19),
+        meter_model="sdm120",
+        meter_unit_id=2,
+    )
+    cfg = replace(PIBOX, connectors=(PIBOX.connectors[0], second))
+    hw = await open_pi_station(cfg, tmp_path)
+    try:
+        world, one, two = hw.sim, hw.connectors[0], hw.connectors[1]
+        world.plug(2, phases=1)
+        assert await settled(one.pilot) is EvState.A
+        assert await settled(two.pilot) is EvState.B
+        two.pilot.set_offered_current(10)
+        world.charge(2)
+        assert await settled(two.pilot) is EvState.C
+        await two.contactor.close()
+        assert (await one.meter.read()).power_w == 0
+        sample = await two.meter.read()  # unit 2 on the same line, an SDM120 map
+        assert sample.power_w == pytest.approx(230 * 10, rel=1e-3)
+        assert [m["connector"] for m in world.snapshot()["contactor_moves"]] == [2]
+    finally:
+        await hw.aclose()

@@ -99,6 +99,10 @@ class ReserveListActions:
         kinds = ["send_list", "send_list"]
         if not self.spec.tiny_disk:  # type: ignore[attr-defined]
             kinds += ["reserve", "reserve", "cancel"]
+            # An Available connector is rare while EVs come and go: reserve it when seen.
+            conns = st.last.get("connectors", [])
+            if any(c.get("status") == "Available" for c in conns):
+                kinds += ["reserve"] * 4
         kind = self.rl_rng.choice(kinds)
         try:
             await getattr(self, f"_rl_{kind}")()
