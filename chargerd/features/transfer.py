@@ -106,8 +106,6 @@ async def upload(
     """Send the file ``src_path`` to ``url``."""
     parts = check_url(url)
     src = Path(src_path)
-    if not src.is_file():
-        raise TransferError(f"nothing to upload: {src} is not a file")
     if method not in ("POST", "PUT"):
         raise TransferError(f"unsupported upload method {method!r} (POST or PUT)")
     await asyncio.to_thread(_upload, url, parts, src, float(timeout), ssl_context, method)
@@ -165,6 +163,8 @@ def _upload(
     method: str,
 ) -> None:
     deadline = _Deadline(url, timeout)
+    if not src.is_file():
+        raise TransferError(f"nothing to upload: {src} is not a file")
     try:
         if parts.scheme.lower() == "ftp":
             _ftp_put(parts, src, timeout, deadline)

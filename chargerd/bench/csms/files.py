@@ -168,7 +168,7 @@ class FtpFileServer:
             from pyftpdlib.handlers import FTPHandler
             from pyftpdlib.servers import ThreadedFTPServer
         except ImportError as exc:  # the dev extra brings it
-            raise RuntimeError("the bench FTP server needs pyftpdlib (pip install pyftpdlib)") from exc
+            raise RuntimeError("the bench FTP server needs pyftpdlib (the dev extra)") from exc
         self.root = Path(root)
         (self.root / "uploads").mkdir(parents=True, exist_ok=True)
         auth = DummyAuthorizer()
