@@ -50,7 +50,7 @@ HASH_ALGORITHMS = {"SHA256": hashlib.sha256, "SHA384": hashlib.sha384, "SHA512":
 
 
 class CertStoreError(ValueError):
-    """A certificate that cannot be stored or read (bad PEM, not a CA, ...): the message says why."""
+    """A certificate that cannot be stored or read (bad PEM, not a CA): the message says why."""
 
 
 class RootKind(StrEnum):
