@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from chargerd.control.uploads_text import upload_lines
+
 
 def _as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
@@ -130,6 +132,7 @@ def format_status(status: dict[str, Any]) -> list[str]:
         f"  last heartbeat {_text(oc.get('last_heartbeat'))}"
     )
     lines += _reservation_lines(status)
+    lines += upload_lines(status)
     return lines
 
 

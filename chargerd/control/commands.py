@@ -133,7 +133,13 @@ class Commands:
             "reader": {"faults": reader_faults, "last_card": d.cards.last_card},
             "faults": faults,
             **self._reservations_and_list(),
+            **self._uploads(),
         }
+
+    def _uploads(self) -> dict[str, Any]:
+        """uploads: the last GetDiagnostics and GetLog uploads (features/diagnostics.py)."""
+        service = getattr(self.d, "diagnostics", None)
+        return {"uploads": service.status()} if service is not None else {}
 
     def _reservations_and_list(self) -> dict[str, Any]:
         """Every reservation (connector 0 ones too) and the Local Auth List's version."""
