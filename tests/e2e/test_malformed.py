@@ -76,7 +76,7 @@ IGNORED = [
 PROFILE_ACTIONS = {
     "Reservation": "ReserveNow",
     "SmartCharging": "GetCompositeSchedule",
-    "FirmwareManagement": "GetDiagnostics",
+    "FirmwareManagement": "UpdateFirmware",  # GetDiagnostics is implemented
     "LocalAuthListManagement": "SendLocalList",
     "RemoteTrigger": "TriggerMessage",
 }
