@@ -78,3 +78,44 @@ async def test_a_malformed_frame_raises_invalid_messages(rig, csms):
     (invalid,) = [e for e in events(csms) if e["type"] == "InvalidMessages"]
     assert invalid["techInfo"].startswith(frame[2])
     assert "InvalidMessages" in [e["type"] for e in security_log(rig)]
+
+
+class _AheadClock:
+    """A CSMS whose clock runs an hour ahead of the station's."""
+
+    def now(self):
+        from datetime import UTC, datetime, timedelta
+
+        return datetime.now(UTC) + timedelta(hours=1)
+
+    def monotonic(self) -> float:
+        import time
+
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        import asyncio
+
+        await asyncio.sleep(seconds)
+
+
+async def test_the_csms_time_moving_the_clock_raises_setting_system_time(tmp_path):
+    from chargerd.bench.rig import StationRig
+
+    ahead = BenchCsms(clock=_AheadClock())
+    await ahead.start("127.0.0.1", 0)
+    rig = StationRig(tmp_path / "station", csms_url=ahead.url)
+    try:
+        await rig.start()
+        await ahead.wait_for(
+            "SecurityEventNotification",
+            predicate=lambda r: r.payload["type"] == "SettingSystemTime",
+            timeout=15,
+        )
+        (setting,) = [e for e in events(ahead) if e["type"] == "SettingSystemTime"]
+        # Stamped with the corrected time: within a minute of the CSMS's clock.
+        skew = abs((parse_iso(setting["timestamp"]) - ahead.now()).total_seconds())
+        assert skew < 60
+    finally:
+        await rig.stop()
+        await ahead.stop()
