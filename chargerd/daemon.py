@@ -306,6 +306,8 @@ class Daemon:
                 "created": self.clock.now().isoformat(),
             },
             work_dir=state_dir,
+            # Without a log file the daemon logs to journald: the bundle takes its journal.
+            journal_unit=None if cfg.paths.log_file else "chargerd",
         )
         self.trigger.diagnostics_status = self.diagnostics.trigger_status
         self.link.register(self.diagnostics)

@@ -118,6 +118,8 @@ class DiagnosticsService:
         upload: Upload | None = None,
         work_dir: Path | None = None,
         ssl_context: Callable[[], Any] = lambda: None,
+        journal_unit: str | None = None,
+        journalctl: str = "journalctl",
     ) -> None:
         self._clock = clock
         self._cp = charge_point_id
@@ -130,6 +132,8 @@ class DiagnosticsService:
         self._upload = upload
         self._work_dir = work_dir
         self._ssl_context = ssl_context
+        self._journal_unit = journal_unit  # the daemon logs to journald: bundle its journal
+        self._journalctl = journalctl
         self.diagnostics: UploadJob | None = None
         self.log: UploadJob | None = None
         self._to_start: list[UploadJob] = []
@@ -343,6 +347,11 @@ class DiagnosticsService:
             args["log_files"] = list(self._log_files())
             args["frames"] = list(self._frames())
             args["configuration"] = list(self._configuration())
+            if self._journal_unit:
+                unit, exe, start, stop = self._journal_unit, self._journalctl, job.start, job.stop
+                args["journal"] = lambda: bundle.journal_text(
+                    start, stop, unit=unit, journalctl=exe
+                )
         return args
 
     async def aclose(self) -> None:

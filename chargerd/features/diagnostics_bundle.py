@@ -13,8 +13,10 @@ import io
 import json
 import logging
 import re
+import shutil
+import subprocess
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -77,6 +79,36 @@ def filter_log_lines(text: str, start: datetime | None, stop: datetime | None) -
     return "".join(out)
 
 
+def journal_text(
+    start: datetime | None,
+    stop: datetime | None,
+    *,
+    unit: str = "chargerd",
+    journalctl: str = "journalctl",
+    timeout: float = 30.0,
+) -> str:
+    """The unit's journal for the window (on a charger the daemon logs to journald, not a
+    file).  Raises OSError when journalctl is missing or fails, with the reason."""
+    exe = shutil.which(journalctl)
+    if exe is None:
+        raise OSError(f"{journalctl} not found")
+    cmd = [exe, "-u", unit, "--no-pager", "-q", "-o", "short-iso-precise"]
+    if start is not None:
+        cmd += ["--since", f"@{int(start.timestamp())}"]
+    if stop is not None:
+        cmd += ["--until", f"@{int(stop.timestamp()) + 1}"]
+    if start is None and stop is None:
+        cmd += ["-n", "20000"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise OSError(f"{journalctl} took longer than {timeout:.0f} s") from None
+    if done.returncode != 0:
+        why = done.stderr.decode(errors="replace").strip().splitlines()
+        raise OSError(f"{journalctl} failed: {why[-1] if why else done.returncode}")
+    return done.stdout[-MAX_FILE_BYTES:].decode("utf-8", errors="replace")
+
+
 def _tail_text(path: Path) -> str:
     """A log file's text, its last MAX_FILE_BYTES at most."""
     with path.open("rb") as f:
@@ -106,6 +138,7 @@ def write_bundle(
     frames: Iterable[dict] | None = None,
     configuration: Iterable[dict] | None = None,
     info: dict | None = None,
+    journal: Callable[[], str] | None = None,
 ) -> list[str]:
     """Write a tar.gz at ``dest``; returns the member names.  Unreadable logs are skipped
     (noted in info.json), never fatal: a partial bundle beats none."""
@@ -125,6 +158,11 @@ def write_bundle(
                 notes.append(f"{path.name}: {exc.strerror or exc}")
                 continue
             add(f"logs/{path.name}", text.encode())
+        if journal is not None:
+            try:
+                add("logs/journal.txt", journal().encode())
+            except OSError as exc:
+                notes.append(f"journal: {exc}")
         if security_entries is not None:
             lines = "".join(
                 json.dumps(e, ensure_ascii=False, separators=(",", ":")) + "\n"

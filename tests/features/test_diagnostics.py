@@ -234,3 +234,45 @@ def test_retry_plan_is_bounded():
     assert plan_retries(0, 0) == (0, 0)
     assert plan_retries(10_000, 10**9) == (10, 3600)
     assert plan_retries(-3, -1) == (0, 0)
+
+
+def test_the_journal_goes_in_the_bundle_for_the_window(tmp_path, clock):
+    from chargerd.features.diagnostics_bundle import journal_text
+
+    fake = tmp_path / "journalctl"
+    fake.write_text('#!/bin/sh\necho "2026-01-01T00:00:01+0000 pi chargerd[1]: args: $*"\n')
+    fake.chmod(0o755)
+    start = clock.now()
+    text = journal_text(start, start + timedelta(hours=1), journalctl=str(fake))
+    assert "-u chargerd" in text
+    assert f"--since @{int(start.timestamp())}" in text
+    assert f"--until @{int(start.timestamp()) + 3601}" in text
+
+    failing = tmp_path / "broken"
+    failing.write_text('#!/bin/sh\necho "No journal files were found." >&2\nexit 1\n')
+    failing.chmod(0o755)
+    with pytest.raises(OSError, match="No journal files"):
+        journal_text(None, None, journalctl=str(failing))
+    with pytest.raises(OSError, match="not found"):
+        journal_text(None, None, journalctl=str(tmp_path / "missing"))
+
+
+async def test_a_journal_that_cannot_be_read_is_noted_not_fatal(tmp_path, clock, http):
+    svc = DiagnosticsService(
+        clock=clock,
+        charge_point_id="CP-1",
+        notify=lambda a, p: None,
+        security_entries=lambda a, b: [],
+        frames=list,
+        configuration=list,
+        journal_unit="chargerd",
+        journalctl=str(tmp_path / "no-journalctl"),
+        work_dir=tmp_path,
+    )
+    answer = svc.on_get_diagnostics(location=http.url(""))
+    svc._start_queued()
+    await asyncio.wait_for(svc.diagnostics.task, timeout=30)
+    assert svc.diagnostics.state == "Uploaded"
+    files = members(http.root / "uploads" / answer.file_name)
+    assert "logs/journal.txt" not in files
+    assert "no-journalctl not found" in json.loads(files["info.json"])["skipped"][0]
