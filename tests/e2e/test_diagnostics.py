@@ -130,3 +130,26 @@ async def test_get_log_security_log_over_ftp(rig, csms, ftp):
     log = (await rig.status())["uploads"]["log"]
     assert (log["kind"], log["state"], log["request_id"]) == ("SecurityLog", "Uploaded", 9)
     assert "password" not in log["location"]
+
+
+async def test_the_outcome_of_an_upload_that_ends_offline_arrives_after_reconnect(rig, csms, http):
+    http.refuse_uploads = True
+    await csms.call(
+        CP, "GetDiagnostics", {"location": http.url(""), "retries": 2, "retryInterval": 1}
+    )
+    await csms.wait_for("DiagnosticsStatusNotification", timeout=5)  # Uploading
+    # (its answer back too: a cut before it would have it sent again, at least once)
+    await rig.wait_status(lambda s: s["ocpp"]["outbox_pending"] == 0, what="Uploading answered")
+    await rig.network(False)
+    await rig.wait_status(
+        lambda s: s["uploads"]["diagnostics"]["state"] == "UploadFailed",
+        timeout=15,
+        what="upload failed while offline",
+    )
+    assert len(statuses(csms, "DiagnosticsStatusNotification")) == 1
+    await rig.network(True)
+    await csms.wait_for("DiagnosticsStatusNotification", count=2, timeout=15)
+    assert [p["status"] for p in statuses(csms, "DiagnosticsStatusNotification")] == [
+        "Uploading",
+        "UploadFailed",
+    ]
