@@ -82,7 +82,9 @@ class ConfigKeys(Protocol):
 
 
 class LinkEndpoint(Protocol):
-    def set_endpoint(self, *, url: str | None = ..., ssl_context: Any = ..., basic_auth: Any = ...) -> None: ...
+    def set_endpoint(
+        self, *, url: str | None = ..., ssl_context: Any = ..., basic_auth: Any = ...
+    ) -> None: ...
     def reconnect(self, why: str) -> None: ...
     def add_connect_listener(self, cb: Callable[[], Any]) -> None: ...
     def add_connect_failure_listener(self, cb: Callable[[str, str], None]) -> None: ...
@@ -392,9 +394,7 @@ class LinkSecurity:
                 state.profile,
             )
             self._set_state(state)
-            self._emit(
-                RECONFIGURATION, f"SecurityProfile back to {state.profile} (fallback)"
-            )
+            self._emit(RECONFIGURATION, f"SecurityProfile back to {state.profile} (fallback)")
             self.refresh()
         else:
             self.state = state

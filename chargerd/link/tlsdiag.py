@@ -126,7 +126,9 @@ async def diagnose_handshake_failure(url: str, exc: BaseException) -> Diagnosis:
     version, cipher = found if found is not None else (None, None)
     upper = str(exc).upper()
     if isinstance(exc, ssl.SSLError) and any(r in upper for r in _PROTOCOL_REASONS):
-        return Diagnosis(_too_old_message(where, version or "a TLS version below 1.2"), "tls_version")
+        return Diagnosis(
+            _too_old_message(where, version or "a TLS version below 1.2"), "tls_version"
+        )
     if version in _OLD_VERSIONS:
         return Diagnosis(_too_old_message(where, version), "tls_version")
     if (
@@ -141,7 +143,11 @@ async def diagnose_handshake_failure(url: str, exc: BaseException) -> Diagnosis:
             f"chose {cipher}. The CSMS's TLS configuration must be changed",
             "cipher",
         )
-    if isinstance(exc, InvalidMessage) or "ALERT_CERTIFICATE" in upper or "CERTIFICATE_REQUIRED" in upper:
+    if (
+        isinstance(exc, InvalidMessage)
+        or "ALERT_CERTIFICATE" in upper
+        or "CERTIFICATE_REQUIRED" in upper
+    ):
         return Diagnosis(
             f"the CSMS at {where} closed the connection during or right after the TLS "
             "handshake, before any HTTP answer: a CSMS that requires a client certificate "
