@@ -176,7 +176,7 @@ def test_url_follows_the_profile():
 
 
 def test_a_lower_profile_is_rejected(make, events):
-    sec, config, link = make(profile=1)
+    _, config, _ = make(profile=1)
     change = config.change("SecurityProfile", "0")
     assert change.status == "Rejected" and "never lowered" in change.reason
     assert config.key_value("SecurityProfile").value == "1" and events == []
@@ -197,7 +197,7 @@ async def test_a_raise_persists_the_previous_profile_then_falls_back(make, tmp_p
     assert link.reconnects == ["security profile 2"]
     assert events[-1] == ("ReconfigurationOfSecurityParameters", "SecurityProfile 1 -> 2")
     # a restart before the new profile ever connected keeps trying it
-    sec2, config2, _ = make(profile=1, ca_file=ca.pem)
+    sec2, _, _ = make(profile=1, ca_file=ca.pem)
     assert sec2.state == ProfileState(profile=2, previous=1, confirmed=False)
     for _ in range(3):
         link.on_failure("tls", "TLS handshake failed")
