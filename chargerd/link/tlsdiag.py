@@ -135,12 +135,13 @@ async def diagnose_handshake_failure(url: str, exc: BaseException) -> Diagnosis:
         cipher is not None
         and version == "TLSv1.2"
         and cipher not in WHITEPAPER_CIPHERS
-        and (not isinstance(exc, ssl.SSLError) or any(r in upper for r in _CIPHER_REASONS))
+        and isinstance(exc, ssl.SSLError)
+        and any(r in upper for r in _CIPHER_REASONS)
     ):
         return Diagnosis(
-            f"TLS handshake refused: the CSMS at {where} offers none of the cipher suites of "
-            f"the OCPP security whitepaper ({', '.join(WHITEPAPER_CIPHERS)}); offered any, it "
-            f"chose {cipher}. The CSMS's TLS configuration must be changed",
+            f"TLS handshake refused: the CSMS at {where} chose {cipher} when offered any "
+            "cipher suite and offers none of the OCPP security whitepaper's "
+            f"({', '.join(WHITEPAPER_CIPHERS)}). The CSMS's TLS configuration must be changed",
             "cipher",
         )
     if (
