@@ -135,8 +135,12 @@ async def diagnose_handshake_failure(url: str, exc: BaseException) -> Diagnosis:
         cipher is not None
         and version == "TLSv1.2"
         and cipher not in WHITEPAPER_CIPHERS
-        and isinstance(exc, ssl.SSLError)
-        and any(r in upper for r in _CIPHER_REASONS)
+        # an alert about ciphers, or the bare reset a server gives a hello it cannot serve
+        and (
+            any(r in upper for r in _CIPHER_REASONS)
+            if isinstance(exc, ssl.SSLError)
+            else isinstance(exc, ConnectionResetError | EOFError)
+        )
     ):
         return Diagnosis(
             f"TLS handshake refused: the CSMS at {where} chose {cipher} when offered any "
