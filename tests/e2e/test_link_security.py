@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import stat
 import subprocess
 import sys
@@ -257,8 +258,6 @@ async def test_a_profile_raise_2_to_3_connects_with_the_client_certificate(tmp_p
     ca = TestCa(tmp_path)
     cert, key = ca.issue("127.0.0.1", tmp_path / "s.pem", tmp_path / "s.key", server=True)
     ctx = server_context(cert, key, client_ca=ca.pem)
-    import ssl
-
     ctx.verify_mode = ssl.CERT_OPTIONAL  # profile 2 stations (Basic) and 3 (certificate) alike
     csms = BenchCsms()
     await csms.start(ssl_context=ctx)
