@@ -288,6 +288,18 @@ class Daemon:
             errors=(LinkError,),
         )
         self.link.register(self.certificates)
+        self.certstore.on_change(self._station_certificate_changed)
+
+    def _station_certificate_changed(self, what: str) -> None:
+        """Reconnect once to present a new station certificate (profile 3 only: below it the
+        certificate is not presented).  The TLS context was rebuilt by the listener that
+        link security registered before this one."""
+        security = getattr(self, "link_security", None)
+        reconnect = getattr(self.link, "reconnect", None)
+        if what != "station" or security is None or reconnect is None:
+            return
+        if security.profile() == 3:
+            reconnect("new station certificate")
 
     def _bind_security_events(self) -> None:
         from chargerd.features import security_events as sec
