@@ -3,6 +3,8 @@ Install/Delete/GetInstalledCertificateIds, ExtendedTriggerMessage, the expiry wa
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 import json
 import stat
@@ -43,6 +45,7 @@ class Station:
         self.certs = CertStore(tmp_path / "certs")
         self.clock = ManualClock(datetime.datetime.now(datetime.UTC))
         self.sent: list[tuple[str, dict]] = []
+        self.sent_at: list[datetime.datetime] = []
         self.events: list[tuple[str, str | None]] = []
         self.changes: list[str] = []
         self.certs.on_change(self.changes.append)
@@ -59,6 +62,7 @@ class Station:
 
     async def call(self, action: str, payload: dict) -> dict:
         self.sent.append((action, payload))
+        self.sent_at.append(self.clock.now())
         return {"status": "Accepted"} if action == "SignCertificate" else {}
 
     async def csms(self, action: str, payload: dict) -> dict:
@@ -308,3 +312,27 @@ async def test_expiry_watch_requests_a_new_csr_before_expiry(station, csms_ca):
     assert station.clock.now() >= due
     assert [a for a, _ in station.sent] == ["SignCertificate"]
     assert station.certs.station_certificate() == leaf  # kept until the new one comes
+
+
+async def test_the_watch_task_renews_on_the_injected_clock(station, csms_ca):
+    ca_key, ca = csms_ca
+    station.certs.install_root(RootKind.CSMS, pem(ca))
+    await station.svc.request_certificate()
+    _, leaf = make_leaf(ca_key, ca, CP, public_key=station.csr().public_key(), days=33)
+    await station.csms("CertificateSigned", {"certificateChain": pem(leaf)})
+    station.sent.clear()
+    start = station.clock.now()
+    task = asyncio.create_task(station.svc.run())
+    try:
+        for _ in range(1000):
+            if station.sent:
+                break
+            await asyncio.sleep(0)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert [a for a, _ in station.sent] == ["SignCertificate"]
+    due = leaf.not_valid_after_utc - datetime.timedelta(days=30)  # 3 days after the start
+    assert station.sent_at[-1] - due < datetime.timedelta(seconds=1)
+    assert station.sent_at[-1] >= due > start
