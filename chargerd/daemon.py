@@ -73,6 +73,7 @@ class Daemon:
         from chargerd.features.availability import AvailabilityService
         from chargerd.features.boot import BootService, Identity
         from chargerd.features.cards import CardService
+        from chargerd.features.certificates import declare_certificate_keys
         from chargerd.features.configuration import ConfigurationService
         from chargerd.features.connectors import ConnectorRuntime, ConnectorSupervisor
         from chargerd.features.local_list import LocalAuthList
@@ -104,11 +105,13 @@ class Daemon:
             )
 
         self._build_security_events(state_dir)
+        self._build_certstore()
 
         n = cfg.station.connectors
         self.config = ConfigurationService(self.store)
         declare_feature_keys(self.config, connectors=n)
         declare_smart_charging_keys(self.config)
+        declare_certificate_keys(self.config)
         try:
             self.config.apply_initial(dict(cfg.ocpp))
         except ValueError as exc:
@@ -233,6 +236,7 @@ class Daemon:
         for feature in (self.local_list, self.reservations, self.trigger):
             self.link.register(feature)
         self._bind_security_events()
+        self._build_certificates()
         self.link.add_connect_listener(self.boot.on_connect)
         self.link.add_disconnect_listener(self.boot.on_disconnect)
         self.config.watch("HeartbeatInterval", lambda _v: self.boot.heartbeat_changed())
@@ -260,6 +264,42 @@ class Daemon:
         self.store.full_listeners.append(
             lambda exc: self.security_events.emit_soon(sec.MEMORY_EXHAUSTION, f"disk full: {exc}")
         )
+
+    def _build_certstore(self) -> None:
+        """The certificate directory, before the link: TLS reads its roots and certificate."""
+        from chargerd.features.certstore import CertStore
+
+        self.certstore = CertStore(self.cfg.paths.certs_dir)
+
+    def _build_certificates(self) -> None:
+        """Certificate management (SignCertificate, CertificateSigned, Install/Delete, ...)."""
+        from chargerd.features.certificates import CertificateService
+        from chargerd.link import LinkError
+
+        self.certificates = CertificateService(
+            store=self.certstore,
+            config=self.config,
+            clock=self.clock,
+            charge_point_id=self.cfg.station.charge_point_id,
+            call=self.link.call,
+            trigger=self.trigger,
+            emit=self.security_events.emit,
+            online=self.boot.online,
+            errors=(LinkError,),
+        )
+        self.link.register(self.certificates)
+        self.certstore.on_change(self._station_certificate_changed)
+
+    def _station_certificate_changed(self, what: str) -> None:
+        """Reconnect once to present a new station certificate (profile 3 only: below it the
+        certificate is not presented).  The TLS context was rebuilt by the listener that
+        link security registered before this one."""
+        security = getattr(self, "link_security", None)
+        reconnect = getattr(self.link, "reconnect", None)
+        if what != "station" or security is None or reconnect is None:
+            return
+        if security.profile == 3:
+            reconnect("new station certificate")
 
     def _bind_security_events(self) -> None:
         from chargerd.features import security_events as sec
@@ -292,12 +332,10 @@ class Daemon:
 
     def _build_link_security(self) -> None:
         """Security profiles 1-3: SecurityProfile, AuthorizationKey, TLS from the certstore."""
-        from chargerd.features.certstore import CertStore, RootKind
+        from chargerd.features.certstore import RootKind
         from chargerd.features.link_security import LinkSecurity
 
         cfg = self.cfg
-        if getattr(self, "certstore", None) is None:
-            self.certstore = CertStore(cfg.paths.certs_dir)
         store = self.certstore
         self.link_security = LinkSecurity(
             url=cfg.csms.url,
@@ -366,6 +404,7 @@ class Daemon:
             "retention": retention.run(self.store, self.clock),  # idTags: 30 days
             "smart_charging": self.smart_charging.run(),
             "security_events": self.security_events.run(),
+            "certificates": self.certificates.run(),  # station certificate expiry watch
         }
         if self.hardware.reader is not None:
             jobs["cards"] = self.cards.run(self.hardware.reader)
@@ -453,6 +492,9 @@ def check_ocpp_keys(cfg: Config) -> None:
         from chargerd.features.smart_charging import declare_smart_charging_keys
 
         declare_smart_charging_keys(svc)
+        from chargerd.features.certificates import declare_certificate_keys
+
+        declare_certificate_keys(svc)
         svc.apply_initial(dict(cfg.ocpp))
 
 

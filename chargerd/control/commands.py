@@ -135,7 +135,13 @@ class Commands:
             "reader": {"faults": reader_faults, "last_card": d.cards.last_card},
             "faults": faults,
             **self._reservations_and_list(),
+            **self._certificates(),
         }
+
+    def _certificates(self) -> dict[str, Any]:
+        """The station certificate's expiry and the number of installed roots."""
+        service = getattr(self.d, "certificates", None)
+        return {"certificates": service.status_fields()} if service is not None else {}
 
     def _reservations_and_list(self) -> dict[str, Any]:
         """Every reservation (connector 0 ones too) and the Local Auth List's version."""

@@ -169,3 +169,30 @@ def server_context(
         except (ssl.SSLError, KeyError) as exc:
             raise ValueError(f"this OpenSSL cannot serve that TLS setting: {exc}") from None
     return ctx
+
+
+def sign_csr(ca: TestCa, csr_pem: str | bytes, *, days: int | None = None) -> str:
+    """What a CSMS does with a station's SignCertificate: a client certificate for the CSR's
+    subject and key, signed by ``ca``; returned as the PEM ``certificateChain``."""
+    data = csr_pem.encode() if isinstance(csr_pem, str) else csr_pem
+    csr = x509.load_pem_x509_csr(data)
+    if not csr.is_signature_valid:
+        raise ValueError("the CSR's signature is not valid")
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(csr.subject)
+        .issuer_name(ca.cert.subject)
+        .public_key(csr.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days or ca.days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
+            critical=False,
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
