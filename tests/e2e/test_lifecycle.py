@@ -56,9 +56,13 @@ async def test_sigterm_during_a_transaction_stops_it_as_reboot_and_exits_0(rig, 
     # Nothing is left for a PowerLoss stop at the next start.
     await rig.start()
     await rig.wait_connector(1, "Preparing")
-    st = await rig.status()
-    assert st["ocpp"]["outbox_pending"] == 0
+    # The outbox holds only the StartupOfTheDevice security event, and drains.
+    await rig.wait_status(
+        lambda s: s["ocpp"]["outbox_pending"] == 0, timeout=10, what="outbox drained"
+    )
     assert [r.action for r in csms.received].count("StopTransaction") == 1
+    types = [r.payload["type"] for r in csms.calls("SecurityEventNotification")]
+    assert types.count("StartupOfTheDevice") == 2
 
 
 async def test_a_reconnect_resends_statuses_without_a_new_boot(rig, csms):
