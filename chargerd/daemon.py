@@ -103,6 +103,8 @@ class Daemon:
                 "the state database was corrupt and was moved to %s", self.store.recovered_from
             )
 
+        self._build_security_events(state_dir)
+
         n = cfg.station.connectors
         self.config = ConfigurationService(self.store)
         declare_feature_keys(self.config, connectors=n)
@@ -230,6 +232,7 @@ class Daemon:
             self.link.register(feature)
         for feature in (self.local_list, self.reservations, self.trigger):
             self.link.register(feature)
+        self._bind_security_events()
         self.link.add_connect_listener(self.boot.on_connect)
         self.link.add_disconnect_listener(self.boot.on_disconnect)
         self.config.watch("HeartbeatInterval", lambda _v: self.boot.heartbeat_changed())
@@ -246,6 +249,30 @@ class Daemon:
             Path(cfg.paths.control_socket),
             **build_commands(self),
         )
+
+    def _build_security_events(self, state_dir: Path) -> None:
+        """Security events and their log, early: the link and the TLS code emit through them."""
+        from chargerd.features import security_events as sec
+        from chargerd.features.security_log import SecurityLog
+
+        self.security_log = SecurityLog(state_dir / "security.log")
+        self.security_events = sec.SecurityEvents(clock=self.clock, security_log=self.security_log)
+        self.store.full_listeners.append(
+            lambda exc: self.security_events.emit_soon(sec.MEMORY_EXHAUSTION, f"disk full: {exc}")
+        )
+
+    def _bind_security_events(self) -> None:
+        from chargerd.features import security_events as sec
+
+        events = self.security_events
+        events.bind(store=self.store, outbox=self.outbox, send_live=self.boot.send_live)
+        self.link.invalid_frame_listeners.append(
+            lambda why: events.emit(sec.INVALID_MESSAGES, why)
+        )
+        self.clock.on_jump.append(
+            lambda: events.emit(sec.SETTING_SYSTEM_TIME, "clock set from the CSMS's time")
+        )
+        events.emit(sec.STARTUP_OF_THE_DEVICE, f"chargerd {__version__} started")
 
     def _report_status(self, connector_id: int, status: str, error_code: str) -> None:
         self.status.report(connector_id, status, error_code)
@@ -344,6 +371,7 @@ class Daemon:
             "reservations": self.reservations.run(),
             "retention": retention.run(self.store, self.clock),  # idTags: 30 days
             "smart_charging": self.smart_charging.run(),
+            "security_events": self.security_events.run(),
         }
         if self.hardware.reader is not None:
             jobs["cards"] = self.cards.run(self.hardware.reader)
@@ -390,6 +418,9 @@ class Daemon:
         self._stopping.set()
 
     async def request_restart(self, reason: str) -> None:
+        from chargerd.features.security_events import RESET_OR_REBOOT
+
+        self.security_events.emit(RESET_OR_REBOOT, reason)
         self._restart_reason = reason
         self._stopping.set()
 

@@ -22,6 +22,7 @@ worker thread hands the call over with ``loop.call_soon_threadsafe``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -101,6 +102,10 @@ class SecurityEvents:
 
     #: Events kept in memory before ``bind()`` (or while the store refuses writes).
     MAX_PENDING = 200
+    #: ``emit_soon`` of one type at most once per this many seconds.
+    QUIET_S = 600.0
+    #: How often ``run`` retries the events the store refused.
+    RETRY_S = 30.0
 
     def __init__(self, *, clock: Clock, security_log: SecurityLog | None = None) -> None:
         self._clock = clock
@@ -111,6 +116,7 @@ class SecurityEvents:
         self._pending: list[dict] = []  # critical payloads not yet in the outbox
         self.emitted = 0  # for status and tests
         self.listeners: list[Callable[[str, str | None], None]] = []
+        self._soon_last: dict[str, float] = {}
 
     def bind(self, *, store, outbox, send_live: Callable[[str, dict], None]) -> None:
         """Attach the durable outbox and the live sender; flush what waited."""
@@ -127,6 +133,27 @@ class SecurityEvents:
             self._emit(kind, tech_info)
         except Exception:  # a security event must never break its caller
             log.exception("security event %s could not be recorded", kind)
+
+    def emit_soon(self, kind: str, tech_info: str | None = None) -> None:
+        """``emit`` from the next loop turn: for callers inside a store transaction that is
+        failing (a full disk), where writing the outbox now would nest in the broken one.
+        The same type is emitted at most once per ``QUIET_S`` this way (a full disk fails
+        every write; the CSMS needs to hear it once, not a thousand times)."""
+        now = self._clock.monotonic()
+        last = self._soon_last.get(kind)
+        if last is not None and now - last < self.QUIET_S:
+            return
+        self._soon_last[kind] = now
+        try:
+            asyncio.get_running_loop().call_soon(self.emit, kind, tech_info)
+        except RuntimeError:  # no loop (a tool, a test): at once
+            self.emit(kind, tech_info)
+
+    async def run(self) -> None:
+        """Every ``RETRY_S``, queue durably the critical events the store refused."""
+        while True:
+            await asyncio.sleep(self.RETRY_S)
+            self.retry_pending()
 
     def _emit(self, kind: str, tech_info: str | None) -> None:
         now = self._clock.now()

@@ -124,6 +124,8 @@ class Link:
         self._failures = 0  # consecutive failed attempts, for status()
         self._last_error: str | None = None
         self._connected_at: datetime | None = None
+        # Called with a short reason for each malformed CSMS frame (InvalidMessages).
+        self.invalid_frame_listeners: list[Callable[[str], None]] = []
 
     # -- wiring -------------------------------------------------------------------------
 
@@ -421,6 +423,11 @@ class Link:
             log.warning("ignoring frame: %s", msg.reason)
             return
         log.warning("answering a malformed frame with %s: %s", msg.code, msg.description)
+        for listener in list(self.invalid_frame_listeners):  # security event InvalidMessages
+            try:
+                listener(f"{msg.code}: {msg.description}")
+            except Exception:
+                log.exception("an invalid-frame listener failed")
         await self._send_quietly(ws, msg.to_json())
 
     async def _answer(self, ws: ClientConnection, call: frames.InboundCall) -> None:

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,6 +84,9 @@ class Store:
         self._depth = 0
         self._owner: asyncio.Task[Any] | None = None
         self._closed = False
+        # Called with the StoreFullError of a write the disk refused (the security
+        # events raise MemoryExhaustion); a listener must not touch the store.
+        self.full_listeners: list[Callable[[StoreFullError], None]] = []
 
     # ------------------------------------------------------------------ open
 
@@ -239,7 +242,7 @@ class Store:
                     self._rollback_quietly()
                     raise
                 try:
-                    with _translated(self._path):
+                    with self._writing():
                         self._conn.execute("COMMIT")
                 except BaseException:
                     self._rollback_quietly()
@@ -288,13 +291,27 @@ class Store:
 
     def execute(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
         self._check_owner()
-        with _translated(self._path):
+        with self._writing():
             return self._conn.execute(sql, params)
 
     def executemany(self, sql: str, seq_of_params: Iterable[Params]) -> sqlite3.Cursor:
         self._check_owner()
-        with _translated(self._path):
+        with self._writing():
             return self._conn.executemany(sql, seq_of_params)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """``_translated`` that also tells ``full_listeners`` about a full disk."""
+        try:
+            with _translated(self._path):
+                yield
+        except StoreFullError as exc:
+            for listener in list(self.full_listeners):
+                try:
+                    listener(exc)
+                except Exception:
+                    log.exception("a store-full listener failed")
+            raise
 
     def query(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         self._check_owner()
