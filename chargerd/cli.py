@@ -302,6 +302,9 @@ def format_status(status: dict[str, Any]) -> list[str]:
         f"  last heartbeat {_text(oc.get('last_heartbeat'))}"
     )
     lines += _reservation_lines(status)
+    from chargerd.control.firmware_text import firmware_lines
+
+    lines += firmware_lines(status)
     return lines
 
 

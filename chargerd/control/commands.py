@@ -133,7 +133,13 @@ class Commands:
             "reader": {"faults": reader_faults, "last_card": d.cards.last_card},
             "faults": faults,
             **self._reservations_and_list(),
+            **self._firmware(),
         }
+
+    def _firmware(self) -> dict[str, Any]:
+        """firmware: the running version and the update under way (features/firmware.py)."""
+        service = getattr(self.d, "firmware", None)
+        return {"firmware": service.state()} if service is not None else {}
 
     def _reservations_and_list(self) -> dict[str, Any]:
         """Every reservation (connector 0 ones too) and the Local Auth List's version."""

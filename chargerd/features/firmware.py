@@ -160,6 +160,7 @@ class FirmwareService:
         manufacturer_roots: Callable[[], list] = list,
         ssl_context: Callable[[], ssl.SSLContext | None] = lambda: None,
         events: _Events | None = None,
+        installer_env: dict[str, str] | None = None,
     ) -> None:
         self._store = store
         self._outbox = outbox
@@ -175,6 +176,7 @@ class FirmwareService:
         self._roots = manufacturer_roots
         self._ssl_context = ssl_context
         self._events = events
+        self._installer_env = dict(installer_env or {})
         self._wake = asyncio.Event()
         self._generation = 0  # bumped by every new request: an older run stops
         self.job: Job | None = self._load()
@@ -518,7 +520,7 @@ class FirmwareService:
         argv = [str(installer), str(path)]
         if installer.suffix == ".py":
             argv.insert(0, sys.executable)
-        env = {**os.environ, "CHARGERD_FIRMWARE_VERSION": self.version}
+        env = {**os.environ, **self._installer_env, "CHARGERD_FIRMWARE_VERSION": self.version}
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
