@@ -70,7 +70,12 @@ class CardService:
         fut.cancel()
 
     def _resolve(self, id_tag: str, outcome: CardOutcome | BaseException) -> None:
-        futs = self._waiters.get(id_tag.casefold())
+        key = id_tag.casefold()
+        if key not in self._waiters and self._waiters:
+            # The reader reported the card under another form (id_tag_format hex_reversed
+            # or decimal on an emulated reader): the oldest waiter is the one it answers.
+            key = next(iter(self._waiters))
+        futs = self._waiters.get(key)
         while futs:
             fut = futs.pop(0)
             if not fut.done():
@@ -80,7 +85,7 @@ class CardService:
                     fut.set_result(outcome)
                 break
         if futs is not None and not futs:
-            self._waiters.pop(id_tag.casefold(), None)
+            self._waiters.pop(key, None)
 
     async def run(self, reader: RfidReader) -> None:
         while True:

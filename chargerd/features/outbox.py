@@ -169,7 +169,7 @@ class Outbox:
                     # Its StartTransaction was dropped after all attempts: the CSMS knows no
                     # such transaction, and a made-up id would be worse than nothing.
                     log.error(
-                        "dropping %s #%d: its transaction %d never got a transactionId",
+                        "dropping %s #%d: its transaction local %d never got a transactionId",
                         msg.action,
                         msg.seq,
                         msg.tx_local_id,

@@ -129,7 +129,7 @@ async def test_meter_stop_after_a_power_cut_is_the_meter_register(make_registere
     register = (await rig.connector(1))["energy_wh"]
     # The contactor stays open after the restart: the register stands still, and the
     # StopTransaction bills every Wh up to it (the persisted reading was the meterStart).
-    assert stop.payload["meterStop"] == round(register)
+    assert abs(stop.payload["meterStop"] - register) <= 0.51  # status shows 0.1 Wh, meterStop 1
     assert stop.payload["meterStop"] >= start.payload["meterStart"] + 10
     await card(rig, CARD)  # the next session starts where the last one was billed
     starts = await csms.wait_for("StartTransaction", count=2)
@@ -197,3 +197,39 @@ async def test_a_card_in_finishing_starts_nothing_until_the_ev_is_unplugged(rig,
     await rig.charge(1)
     starts = await csms.wait_for("StartTransaction", count=2)
     assert starts[1].payload["idTag"] == "NEXT-USER"
+
+
+async def test_interval_energy_in_sampled_and_stop_transaction_data(make_registered_rig, csms):
+    interval = "Energy.Active.Import.Interval"
+    register = "Energy.Active.Import.Register"
+    rig = await make_registered_rig(
+        ocpp={
+            "MeterValueSampleInterval": 1,
+            "MeterValuesSampledData": f"{register},{interval}",
+            "StopTxnSampledData": interval,
+        }
+    )
+    got = await rig.ctl("config.get", keys=["MeterValuesSampledData"])
+    assert interval in got["configuration_key"][0]["value"]
+    await rig.plug(1)
+    await rig.charge(1)
+    await card(rig, CARD)
+    (start,) = await csms.wait_for("StartTransaction")
+    mvs = await csms.wait_for("MeterValues", count=3, timeout=15)
+    await card(rig, CARD)
+    (stop,) = await csms.wait_for("StopTransaction")
+
+    previous = start.payload["meterStart"]
+    for mv in mvs:
+        values = {v["measurand"]: v for v in mv.payload["meterValue"][0]["sampledValue"]}
+        assert values[interval]["unit"] == "Wh" and "phase" not in values[interval]
+        assert values[interval]["context"] == "Sample.Periodic"
+        now = float(values[register]["value"])
+        # each interval is the register's growth since the previous sample (one decimal)
+        assert float(values[interval]["value"]) == pytest.approx(now - previous, abs=0.6)
+        previous = now
+    begin, end = stop.payload["transactionData"]
+    assert begin["sampledValue"][0]["value"] == "0.0"
+    assert end["sampledValue"][0]["context"] == "Transaction.End"
+    total = float(end["sampledValue"][0]["value"])
+    assert total == pytest.approx(stop.payload["meterStop"] - start.payload["meterStart"], abs=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -163,3 +164,60 @@ async def test_offline_the_cache_decides(bench):
     assert result == "authorized on connector 1"
     assert b.link.calls == []
     assert await cards_for(b, online=False).present(STRANGER) == "no connector free"
+
+
+# -- what the station did, for chargerctl sim card ---------------------------------------------
+
+
+async def _run_until(cards: CardService, reader, fut) -> object:
+    task = asyncio.create_task(cards.run(reader))
+    try:
+        async with asyncio.timeout(2):
+            return await fut
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_waiter_gets_the_structured_outcome_of_its_card(bench):
+    b = bench
+    cards = cards_for(b)
+    b.sim.plug(1)
+    await b.tick()
+    b.link.answer("Authorize", {"idTagInfo": {"status": "Invalid"}}, accepted())
+    fut = cards.expect("USER_42")
+    b.sim.present_card("USER_42")
+    outcome = await _run_until(cards, b.hardware.reader, fut)
+    assert (outcome.kind, outcome.status, outcome.connector) == ("refused", "Invalid", None)
+    fut = cards.expect("token-0001")  # idTags compare case-insensitively
+    b.sim.present_card("TOKEN-0001")
+    outcome = await _run_until(cards, b.hardware.reader, fut)
+    assert (outcome.kind, outcome.connector) == ("authorized", 1)
+
+
+async def test_a_stop_outcome_names_both_ids(bench):
+    b = bench
+    await charging_with(b, TAG)
+    b.conn(1).tx.transaction_id = 1000
+    local = b.conn(1).tx.local_id
+    cards = cards_for(b)
+    fut = cards.expect(TAG)
+    b.sim.present_card(TAG)
+    outcome = await _run_until(cards, b.hardware.reader, fut)
+    assert (outcome.kind, outcome.transaction_id, outcome.local_transaction_id) == (
+        "stopped",
+        1000,
+        local,
+    )
+
+
+async def test_a_card_read_under_another_form_answers_the_oldest_waiter(bench):
+    cards = cards_for(bench)
+    fut = cards.expect("04A1B2C3")  # presented as hex, reported reversed by the reader
+    bench.sim.present_card("C3B2A104")
+    bench.conn(1).operative = False
+    outcome = await _run_until(cards, bench.hardware.reader, fut)
+    assert outcome.kind == "no_connector"
+    forgotten = cards.expect("X")
+    cards.forget(forgotten)
+    assert forgotten.cancelled() and not cards._waiters

@@ -15,7 +15,7 @@ import os
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from chargerd.bench.csms.csms import CsmsCallError
@@ -70,6 +70,10 @@ def test_any_value_for_any_writable_key_then_a_session_and_a_restart(fuzz_statio
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
         derandomize=SCALE == 1,
     )
+    # The values of issue 10's crash loop, at every integer key, always tried first.
+    @example(changes=[(k, "99999999999999999999") for k in sorted(CORE_INT_BOUNDS)])
+    @example(changes=[(k, "9223372036854775807") for k in sorted(CORE_INT_BOUNDS)])
+    @example(changes=[(k, "-1") for k in sorted(CORE_INT_BOUNDS)])
     @given(
         changes=st.lists(
             st.tuples(st.sampled_from(keys), st.one_of(VALUES, RAW)), min_size=1, max_size=5

@@ -135,10 +135,21 @@ def client_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     c = sub.add_parser("call", parents=[common], help="send one request to a station")
-    c.add_argument("cp_id", metavar="CP-ID")
-    c.add_argument("action", metavar="ACTION", help="an OCPP 1.6 action, e.g. Reset")
-    c.add_argument("payload", nargs="?", default="{}", metavar="PAYLOAD", help="a JSON object")
-    c.add_argument("--timeout", type=_seconds, default=10.0, help="seconds (default 10)")
+    c.add_argument("cp_id", metavar="CP-ID", help="the charge point id (see stations)")
+    c.add_argument(
+        "action",
+        metavar="ACTION",
+        help="any OCPP 1.6 action, sent as given (RemoteStartTransaction, Reset, ...)",
+    )
+    c.add_argument(
+        "payload", nargs="?", default="{}", metavar="PAYLOAD", help="a JSON object (default {})"
+    )
+    c.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=10.0,
+        help="seconds to wait for the station's answer (default 10)",
+    )
 
     s = sub.add_parser("script", parents=[common], help="run a file of calls and expectations")
     s.add_argument("file", type=Path, metavar="FILE", help="a .json or .toml script")
@@ -147,8 +158,8 @@ def client_parser() -> argparse.ArgumentParser:
     sub.add_parser("stations", parents=[common], help="list the connected stations")
 
     k = sub.add_parser("set", parents=[common], help="change an answer of the running server")
-    k.add_argument("name", choices=sorted(KNOBS))
-    k.add_argument("value", help="a JSON value (strings may be bare)")
+    k.add_argument("name", choices=sorted(KNOBS), help="the answer to change")
+    k.add_argument("value", help="a JSON value (strings may be bare: Pending)")
     return p
 
 
