@@ -123,7 +123,8 @@ def outcome_after_restart(previous_version: str | None, running_version: str) ->
 
 def file_name_for(location: str) -> str:
     """Where in the firmware directory a download goes: the URL's last path segment."""
-    name = Path(urllib.parse.unquote(urllib.parse.urlsplit(location).path)).name
+    path = urllib.parse.unquote(urllib.parse.urlsplit(location).path)
+    name = "" if path.endswith("/") else Path(path).name
     return name if name and name not in (".", "..") else "firmware.bin"
 
 
