@@ -204,3 +204,21 @@ class FtpFileServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def start_file_servers(
+    root: Path | None, host: str, http_port: int, ftp_port: int
+) -> list[HttpFileServer | FtpFileServer]:
+    """The bench CSMS's ``--files DIR``: HTTP and FTP servers on DIR (none without it)."""
+    if root is None:
+        return []
+    servers: list[HttpFileServer | FtpFileServer] = [
+        HttpFileServer(root, host=host, port=http_port)
+    ]
+    try:
+        servers.append(FtpFileServer(root, host=host, port=ftp_port))
+    except RuntimeError as exc:
+        log.warning("no FTP server: %s", exc)
+    for server in servers:
+        log.info("serving %s at %s (uploads into %s/uploads)", root, server.url(), root)
+    return servers
