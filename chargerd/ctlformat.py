@@ -130,10 +130,24 @@ def format_status(status: dict[str, Any]) -> list[str]:
         f"  last heartbeat {_text(oc.get('last_heartbeat'))}"
     )
     lines += _reservation_lines(status)
+    lines += _certificate_lines(status)
     from chargerd.control.firmware_text import firmware_lines
 
     lines += firmware_lines(status)
     return lines
+
+
+def _certificate_lines(status: dict[str, Any]) -> list[str]:
+    """The station certificate's expiry and the installed roots, when the daemon has them."""
+    certs = status.get("certificates")
+    if not isinstance(certs, dict):
+        return []
+    expiry = certs.get("station_certificate_expiry")
+    return [
+        f"certificates: station {'none' if expiry is None else 'valid until ' + _text(expiry)},"
+        f" {_text(certs.get('csms_roots'))} CSMS root(s),"
+        f" {_text(certs.get('manufacturer_roots'))} manufacturer root(s)"
+    ]
 
 
 def _reservation_lines(status: dict[str, Any]) -> list[str]:

@@ -73,6 +73,7 @@ class Daemon:
         from chargerd.features.availability import AvailabilityService
         from chargerd.features.boot import BootService, Identity
         from chargerd.features.cards import CardService
+        from chargerd.features.certificates import declare_certificate_keys
         from chargerd.features.configuration import ConfigurationService
         from chargerd.features.connectors import ConnectorRuntime, ConnectorSupervisor
         from chargerd.features.firmware import running_version as firmware_running_version
@@ -106,17 +107,20 @@ class Daemon:
             )
 
         self._build_security_events(state_dir)
+        self._build_certstore()
 
         n = cfg.station.connectors
         self.config = ConfigurationService(self.store)
         declare_feature_keys(self.config, connectors=n)
         declare_smart_charging_keys(self.config)
+        declare_certificate_keys(self.config)
         try:
             self.config.apply_initial(dict(cfg.ocpp))
         except ValueError as exc:
             source = self.config_path or cfg.source
             raise ConfigError(f"{source}: {exc}", path=Path(source)) from None
 
+        self._build_link_security()
         self.frame_log = FrameLog(clock=self.clock, redactor=self.redactor)
         self.link = Link(
             url=cfg.csms.url,
@@ -124,11 +128,10 @@ class Daemon:
             clock=self.clock,
             frame_log=self.frame_log,
             ping_interval=lambda: float(self.config.get("WebSocketPingInterval") or 0),
-            basic_auth=self._basic_auth(),
             max_frame_bytes=cfg.csms.max_frame_bytes,
             call_timeout=cfg.csms.call_timeout_s,
-            ssl_context=self._ssl_context(),
         )
+        self.link_security.attach(self.link)  # url, TLS and Basic auth of the profile in force
         self.cache = AuthorizationCache(self.store, self.clock, self.config)
         self.local_list = LocalAuthList(self.store, self.config)
         self.cache.in_local_list = self.local_list.contains
@@ -241,6 +244,7 @@ class Daemon:
         for feature in (self.local_list, self.reservations, self.trigger):
             self.link.register(feature)
         self._bind_security_events()
+        self._build_certificates()
         self.link.add_connect_listener(self.boot.on_connect)
         self.link.add_disconnect_listener(self.boot.on_disconnect)
         self.config.watch("HeartbeatInterval", lambda _v: self.boot.heartbeat_changed())
@@ -268,6 +272,42 @@ class Daemon:
         self.store.full_listeners.append(
             lambda exc: self.security_events.emit_soon(sec.MEMORY_EXHAUSTION, f"disk full: {exc}")
         )
+
+    def _build_certstore(self) -> None:
+        """The certificate directory, before the link: TLS reads its roots and certificate."""
+        from chargerd.features.certstore import CertStore
+
+        self.certstore = CertStore(self.cfg.paths.certs_dir)
+
+    def _build_certificates(self) -> None:
+        """Certificate management (SignCertificate, CertificateSigned, Install/Delete, ...)."""
+        from chargerd.features.certificates import CertificateService
+        from chargerd.link import LinkError
+
+        self.certificates = CertificateService(
+            store=self.certstore,
+            config=self.config,
+            clock=self.clock,
+            charge_point_id=self.cfg.station.charge_point_id,
+            call=self.link.call,
+            trigger=self.trigger,
+            emit=self.security_events.emit,
+            online=self.boot.online,
+            errors=(LinkError,),
+        )
+        self.link.register(self.certificates)
+        self.certstore.on_change(self._station_certificate_changed)
+
+    def _station_certificate_changed(self, what: str) -> None:
+        """Reconnect once to present a new station certificate (profile 3 only: below it the
+        certificate is not presented).  The TLS context was rebuilt by the listener that
+        link security registered before this one."""
+        security = getattr(self, "link_security", None)
+        reconnect = getattr(self.link, "reconnect", None)
+        if what != "station" or security is None or reconnect is None:
+            return
+        if security.profile == 3:
+            reconnect("new station certificate")
 
     def _bind_security_events(self) -> None:
         from chargerd.features import security_events as sec
@@ -298,34 +338,26 @@ class Daemon:
 
         return await open_pi_station(cfg.hardware, Path(cfg.paths.state_dir))
 
-    def _ssl_context(self):
-        """TLS for wss:// (security profiles 2 and 3): verify the CSMS, TLS 1.2 at least."""
-        import ssl
+    def _build_link_security(self) -> None:
+        """Security profiles 1-3: SecurityProfile, AuthorizationKey, TLS from the certstore."""
+        from chargerd.features.certstore import RootKind
+        from chargerd.features.link_security import LinkSecurity
 
-        if not self.cfg.csms.url.startswith("wss://"):
-            return None
-        ctx = ssl.create_default_context(
-            cafile=str(self.cfg.csms.ca_file) if self.cfg.csms.ca_file else None
+        cfg = self.cfg
+        store = self.certstore
+        self.link_security = LinkSecurity(
+            url=cfg.csms.url,
+            profile=cfg.csms.security_profile,
+            charge_point_id=cfg.station.charge_point_id,
+            password=cfg.csms.basic_auth_password,
+            ca_file=cfg.csms.ca_file,
+            state_dir=Path(cfg.paths.state_dir),
+            certs_dir=cfg.paths.certs_dir,
+            emit=self.security_events.emit,
+            csms_roots=lambda: store.root_paths(RootKind.CSMS),
         )
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        if self.cfg.csms.security_profile == 3:
-            cert = self.cfg.paths.certs_dir / "charge_point.pem"
-            key = self.cfg.paths.certs_dir / "charge_point.key"
-            if cert.exists():
-                ctx.load_cert_chain(str(cert), str(key) if key.exists() else None)
-            else:
-                log.error(
-                    "security profile 3 needs a client certificate at %s; the CSMS will "
-                    "refuse the TLS handshake without it",
-                    cert,
-                )
-        return ctx
-
-    def _basic_auth(self) -> tuple[str, str] | None:
-        csms = self.cfg.csms
-        if csms.security_profile in (1, 2) and csms.basic_auth_password:
-            return (self.cfg.station.charge_point_id, csms.basic_auth_password)
-        return None
+        self.link_security.declare_keys(self.config)
+        store.on_change(lambda what: self.link_security.refresh())
 
     def _meter_type(self) -> str:
         hw = self.cfg.hardware
@@ -381,6 +413,7 @@ class Daemon:
             "smart_charging": self.smart_charging.run(),
             "firmware": self.firmware.run(),
             "security_events": self.security_events.run(),
+            "certificates": self.certificates.run(),  # station certificate expiry watch
         }
         if self.hardware.reader is not None:
             jobs["cards"] = self.cards.run(self.hardware.reader)
@@ -468,6 +501,9 @@ def check_ocpp_keys(cfg: Config) -> None:
         from chargerd.features.smart_charging import declare_smart_charging_keys
 
         declare_smart_charging_keys(svc)
+        from chargerd.features.certificates import declare_certificate_keys
+
+        declare_certificate_keys(svc)
         svc.apply_initial(dict(cfg.ocpp))
 
 

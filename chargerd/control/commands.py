@@ -128,13 +128,21 @@ class Commands:
                 "registration": d.boot.registration,
                 "outbox_pending": d.outbox.pending(),
                 "last_heartbeat": d.boot.last_heartbeat,
+                # the profile in force (the CSMS may have raised [csms] security_profile)
+                "security_profile": getattr(getattr(d, "link_security", None), "profile", None),
             },
             "connectors": [self.connector_status(c) for c in d.supervisor.connectors.values()],
             "reader": {"faults": reader_faults, "last_card": d.cards.last_card},
             "faults": faults,
             **self._reservations_and_list(),
+            **self._certificates(),
             **self._firmware(),
         }
+
+    def _certificates(self) -> dict[str, Any]:
+        """The station certificate's expiry and the number of installed roots."""
+        service = getattr(self.d, "certificates", None)
+        return {"certificates": service.status_fields()} if service is not None else {}
 
     def _firmware(self) -> dict[str, Any]:
         """firmware: the running version and the update under way (features/firmware.py)."""

@@ -83,11 +83,16 @@ class CertHash:
 
     @classmethod
     def from_ocpp(cls, data: dict) -> CertHash:
+        """From the wire (camelCase) or from a routed handler's snake_case kwargs."""
+
+        def get(camel: str, snake: str) -> str:
+            return str(data.get(camel, data.get(snake, "")))
+
         return cls(
-            hash_algorithm=str(data.get("hashAlgorithm", "")),
-            issuer_name_hash=str(data.get("issuerNameHash", "")).lower(),
-            issuer_key_hash=str(data.get("issuerKeyHash", "")).lower(),
-            serial_number=str(data.get("serialNumber", "")).lower().lstrip("0") or "0",
+            hash_algorithm=get("hashAlgorithm", "hash_algorithm"),
+            issuer_name_hash=get("issuerNameHash", "issuer_name_hash").lower(),
+            issuer_key_hash=get("issuerKeyHash", "issuer_key_hash").lower(),
+            serial_number=get("serialNumber", "serial_number").lower().lstrip("0") or "0",
         )
 
 
@@ -229,6 +234,10 @@ class CertStore:
         """Call ``callback(what)`` after a change: "station", "csms_roots", "manufacturer_roots"."""
         self._callbacks.append(callback)
 
+    def notify(self, what: str) -> None:
+        """Tell the listeners that ``what`` changed (see ``on_change``)."""
+        self._changed(what)
+
     def _changed(self, what: str) -> None:
         for cb in list(self._callbacks):
             try:
@@ -341,10 +350,13 @@ class CertStore:
             log.error("unreadable pending key %s ignored", self.pending_key_path)
             return None
 
-    def install_station_certificate(self, chain: list[x509.Certificate]) -> None:
+    def install_station_certificate(
+        self, chain: list[x509.Certificate], *, notify: bool = True
+    ) -> None:
         """Make ``chain`` (leaf first, signed for the pending key) the station certificate,
         the pending key the station key: atomically across a crash (a swap marker makes the
-        start-up finish a half-done swap), then notify "station"."""
+        start-up finish a half-done swap), then notify "station" (``notify=False``: the
+        caller calls ``notify("station")`` itself, e.g. once its answer is on the wire)."""
         if not self.pending_key_path.exists():
             raise CertStoreError("no pending key: no CSR waits for a certificate")
         write_private(self.directory / _NEW_CERT, b"".join(_pem(c) for c in chain))
@@ -355,7 +367,8 @@ class CertStore:
             chain[0].subject.rfc4514_string(),
             not_after(chain[0]).isoformat(),
         )
-        self._changed("station")
+        if notify:
+            self._changed("station")
 
     def _finish_swap(self) -> None:
         if self.pending_key_path.exists():

@@ -44,13 +44,14 @@ def make_leaf(ca_key, ca, cn: str, *, public_key=None, days: int = 365, org: str
     attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
     if org:
         attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+    start = now - datetime.timedelta(minutes=5 if days > 0 else 2 * 86400)  # days < 0: expired
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name(attrs))
         .issuer_name(ca.subject)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_before(start)
         .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())
