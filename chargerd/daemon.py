@@ -238,6 +238,8 @@ class Daemon:
         self.firmware = build_firmware(self)  # after the availability service and the outbox
         self.firmware.restore()
         self.trigger.firmware_status = self.firmware.trigger_status
+        if getattr(self, "certificates", None) is not None:  # ExtendedTriggerMessage
+            self.certificates.firmware_status = self.firmware.signed_trigger_payload
         self.link.register(self.firmware)
         for feature in (self.config, self.cache, self.remote, self.availability):
             self.link.register(feature)

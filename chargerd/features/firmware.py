@@ -256,6 +256,15 @@ class FirmwareService:
             return IDLE
         return job.status
 
+    def signed_trigger_payload(self) -> dict[str, Any]:
+        """For ExtendedTriggerMessage (SignedFirmwareStatusNotification): the status of a signed
+        update under way with its requestId, else Idle."""
+        job = self.job
+        status = self.trigger_status()
+        if job is None or not job.signed or status == IDLE:
+            return {"status": IDLE}
+        return {"status": status, "requestId": job.request_id}
+
     def state(self) -> dict[str, Any]:
         """For chargerctl status (``firmware``)."""
         job = self.job

@@ -309,6 +309,9 @@ async def test_signed_flow_and_statuses(store, tmp_path, served):
     ]
     assert {a for a, _ in svc._outbox.sent} == {"SignedFirmwareStatusNotification"}
     assert {p["requestId"] for _, p in svc._outbox.sent} == {5}
+    # ExtendedTriggerMessage and TriggerMessage report the state under way
+    assert svc.signed_trigger_payload() == {"status": "InstallRebooting", "requestId": 5}
+    assert svc.trigger_status() == "InstallRebooting"
     assert clock.now() >= NOW + datetime.timedelta(minutes=30)
 
 
@@ -331,6 +334,7 @@ async def test_signed_bad_signature_and_bad_certificate(store, tmp_path, served)
     assert svc.on_signed_update_firmware(request_id=2, firmware=firmware).status == "Accepted"
     await run_until(svc, lambda: svc.job.phase == "done")
     assert sent_statuses(svc) == ["Downloading", "Downloaded", "InvalidSignature"]
+    assert svc.signed_trigger_payload() == {"status": "Idle"}
     assert svc._events.kinds == ["InvalidFirmwareSigningCertificate", "InvalidFirmwareSignature"]
     assert not svc.restarts and not any(svc.directory.glob("*.bin"))
     assert all(c.operative for c in svc._sup.connectors.values())
