@@ -298,7 +298,7 @@ class Daemon:
         reconnect = getattr(self.link, "reconnect", None)
         if what != "station" or security is None or reconnect is None:
             return
-        if security.profile() == 3:
+        if security.profile == 3:
             reconnect("new station certificate")
 
     def _bind_security_events(self) -> None:
