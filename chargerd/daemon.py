@@ -118,6 +118,7 @@ class Daemon:
             source = self.config_path or cfg.source
             raise ConfigError(f"{source}: {exc}", path=Path(source)) from None
 
+        self._build_link_security()
         self.frame_log = FrameLog(clock=self.clock, redactor=self.redactor)
         self.link = Link(
             url=cfg.csms.url,
@@ -125,11 +126,10 @@ class Daemon:
             clock=self.clock,
             frame_log=self.frame_log,
             ping_interval=lambda: float(self.config.get("WebSocketPingInterval") or 0),
-            basic_auth=self._basic_auth(),
             max_frame_bytes=cfg.csms.max_frame_bytes,
             call_timeout=cfg.csms.call_timeout_s,
-            ssl_context=self._ssl_context(),
         )
+        self.link_security.attach(self.link)  # url, TLS and Basic auth of the profile in force
         self.cache = AuthorizationCache(self.store, self.clock, self.config)
         self.local_list = LocalAuthList(self.store, self.config)
         self.cache.in_local_list = self.local_list.contains
@@ -330,34 +330,26 @@ class Daemon:
 
         return await open_pi_station(cfg.hardware, Path(cfg.paths.state_dir))
 
-    def _ssl_context(self):
-        """TLS for wss:// (security profiles 2 and 3): verify the CSMS, TLS 1.2 at least."""
-        import ssl
+    def _build_link_security(self) -> None:
+        """Security profiles 1-3: SecurityProfile, AuthorizationKey, TLS from the certstore."""
+        from chargerd.features.certstore import RootKind
+        from chargerd.features.link_security import LinkSecurity
 
-        if not self.cfg.csms.url.startswith("wss://"):
-            return None
-        ctx = ssl.create_default_context(
-            cafile=str(self.cfg.csms.ca_file) if self.cfg.csms.ca_file else None
+        cfg = self.cfg
+        store = self.certstore
+        self.link_security = LinkSecurity(
+            url=cfg.csms.url,
+            profile=cfg.csms.security_profile,
+            charge_point_id=cfg.station.charge_point_id,
+            password=cfg.csms.basic_auth_password,
+            ca_file=cfg.csms.ca_file,
+            state_dir=Path(cfg.paths.state_dir),
+            certs_dir=cfg.paths.certs_dir,
+            emit=self.security_events.emit,
+            csms_roots=lambda: store.root_paths(RootKind.CSMS),
         )
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        if self.cfg.csms.security_profile == 3:
-            cert = self.cfg.paths.certs_dir / "charge_point.pem"
-            key = self.cfg.paths.certs_dir / "charge_point.key"
-            if cert.exists():
-                ctx.load_cert_chain(str(cert), str(key) if key.exists() else None)
-            else:
-                log.error(
-                    "security profile 3 needs a client certificate at %s; the CSMS will "
-                    "refuse the TLS handshake without it",
-                    cert,
-                )
-        return ctx
-
-    def _basic_auth(self) -> tuple[str, str] | None:
-        csms = self.cfg.csms
-        if csms.security_profile in (1, 2) and csms.basic_auth_password:
-            return (self.cfg.station.charge_point_id, csms.basic_auth_password)
-        return None
+        self.link_security.declare_keys(self.config)
+        store.on_change(lambda what: self.link_security.refresh())
 
     def _meter_type(self) -> str:
         hw = self.cfg.hardware

@@ -11,6 +11,7 @@ session, its seed and the daemon log to read.
     ./dev chaos                          # 10 minutes, random seed
     ./dev chaos --seed 7 --minutes 5
     ./dev chaos --seed 7 --only-session 3 --keep   # replay one session's plan
+    ./dev chaos --tls 3                  # the same link faults under wss:// (profile 2 or 3)
 
 A seed fixes each session's plan; the interleaving with the real daemon's
 timing still varies from run to run.  Exit status 1 when anything was violated.
@@ -78,6 +79,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=3,
         help="every Nth session keeps its state on a small tmpfs and fills it (0: never)",
     )
+    p.add_argument(
+        "--tls",
+        type=int,
+        choices=(0, 2, 3),
+        default=0,
+        help="run the link under security profile 2 (TLS + Basic) or 3 (TLS + client "
+        "certificate), with a test CA; the CSMS kills, cuts and hangs then hit TLS links",
+    )
     p.add_argument("--only-session", type=int, default=None, help="run just this session index")
     p.add_argument("--workdir", type=Path, default=None, help="where sessions keep their files")
     p.add_argument("--keep", action="store_true", help="keep the session files even when clean")
@@ -107,6 +116,7 @@ async def run(args: argparse.Namespace) -> list[SessionResult]:
             workdir=base / f"session-{index}",
             tiny_disk=bool(every) and index % every == every - 1,
             long_hangs=args.session_seconds >= 30,
+            tls=args.tls,
         )
         print(
             f"session {index}: {spec.seconds:.0f} s"

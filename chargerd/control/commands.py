@@ -128,6 +128,8 @@ class Commands:
                 "registration": d.boot.registration,
                 "outbox_pending": d.outbox.pending(),
                 "last_heartbeat": d.boot.last_heartbeat,
+                # the profile in force (the CSMS may have raised [csms] security_profile)
+                "security_profile": getattr(getattr(d, "link_security", None), "profile", None),
             },
             "connectors": [self.connector_status(c) for c in d.supervisor.connectors.values()],
             "reader": {"faults": reader_faults, "last_card": d.cards.last_card},

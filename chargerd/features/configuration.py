@@ -63,6 +63,10 @@ from chargerd.store import Store
 
 log = logging.getLogger(__name__)
 
+#: declare_external: the wire value shown (None: write-only) and the ChangeConfiguration.
+ExternalRead = Callable[[], str | None]
+ExternalWrite = Callable[[str, str], Change]
+
 
 class ConfigurationService:
     """The station's OCPP configuration keys and their two OCPP messages."""
@@ -72,6 +76,8 @@ class ConfigurationService:
         #: GetConfigurationMaxKeys: how many keys one GetConfiguration may name.
         self.max_keys = max_keys
         self._keys: dict[str, _Key] = {}  # casefolded name -> key, in declaration order
+        # Keys whose value and storage belong to their feature (declare_external).
+        self._external: dict[str, tuple[ExternalRead, ExternalWrite]] = {}
         self._persisted = {
             str(row["key"]).casefold(): (str(row["key"]), str(row["value"]))
             for row in store.query("SELECT key, value FROM ocpp_config")
@@ -248,6 +254,20 @@ class ConfigurationService:
             on_change=on_change,
         )
 
+    def declare_external(
+        self, key: str, *, read: ExternalRead, write: ExternalWrite, readonly: bool = False
+    ) -> None:
+        """A key its feature stores itself (a secret in a 0600 file, a state file).
+
+        ``read()`` gives the wire value GetConfiguration shows (None: shown without
+        a value, as a write-only key must be); ``write(value, by)`` checks, stores and
+        applies a ChangeConfiguration and returns its Change.  Not settable in [ocpp].
+        """
+        if key.casefold() in self._keys:
+            raise ValueError(f"configuration key {key} declared twice")
+        self._keys[key.casefold()] = _Key(key, str, "", readonly, False, None)
+        self._external[key.casefold()] = (read, write)
+
     def bounds(self, key: str) -> tuple[int, int] | None:
         """The range of an integer key, None for other types."""
         entry = self._entry(key)
@@ -271,6 +291,9 @@ class ConfigurationService:
 
     def get(self, key: str) -> Any:
         """The value in effect (bool, int, str or CSL); KeyError for an undeclared key."""
+        external = self._external.get(key.casefold())
+        if external is not None:
+            return external[0]()
         return self._entry(key).value
 
     def origin(self, key: str) -> str:
@@ -286,6 +309,9 @@ class ConfigurationService:
     def key_value(self, key: str) -> KeyValue:
         """The GetConfiguration entry of a key (a pending reboot value is shown as set)."""
         entry = self._entry(key)
+        external = self._external.get(key.casefold())
+        if external is not None:
+            return KeyValue(key=entry.name, readonly=entry.readonly, value=external[0]())
         value = entry.pending if entry.has_pending else entry.value
         return KeyValue(key=entry.name, readonly=entry.readonly, value=wire(value))
 
@@ -303,6 +329,11 @@ class ConfigurationService:
         if entry.readonly:
             log.info("ChangeConfiguration %s by %s refused: read-only", entry.name, by)
             return Change(ConfigurationStatus.rejected, "read-only, the station sets it itself")
+        external = self._external.get(key.casefold())
+        if external is not None:
+            if len(value) > MAX_VALUE_LENGTH:
+                return Change(ConfigurationStatus.rejected, "longer than 500 characters")
+            return external[1](value, by)
         try:
             parsed = _parse(entry.kind, value)
             reason = entry.check(parsed)
@@ -357,6 +388,8 @@ class ConfigurationService:
                 raise ValueError(f"ocpp.{key}: unknown configuration key")
             if entry.readonly:
                 raise ValueError(f"ocpp.{key}: read-only, the station sets it itself")
+            if key.casefold() in self._external:
+                raise ValueError(f"ocpp.{key}: set in the [csms] table, not in [ocpp]")
             try:
                 typed = _coerce(entry.kind, raw)
             except (TypeError, ValueError) as exc:

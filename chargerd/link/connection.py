@@ -38,12 +38,19 @@ from chargerd.link.backoff import reconnect_delay
 from chargerd.link.errors import CallErrorReceived, CallResultInvalid, CallTimeout, NotConnected
 from chargerd.link.framelog import FrameLog
 from chargerd.link.router import Router
-from chargerd.link.tlsdiag import describe_handshake_failure, is_handshake_failure
+from chargerd.link.tlsdiag import (
+    connect_failure_kind,
+    diagnose_handshake_failure,
+    is_handshake_failure,
+)
 
 log = logging.getLogger(__name__)
 
 SUBPROTOCOL = "ocpp1.6"
 Listener = Callable[[], Awaitable[None] | None]
+#: ``cb(kind, reason)`` after a failed connect; kind from tlsdiag.connect_failure_kind.
+FailureListener = Callable[[str, str], None]
+_KEEP: Any = object()
 
 
 class _Refused(Exception):
@@ -88,6 +95,7 @@ class Link:
         stable_after: float = 30.0,
     ) -> None:
         # The id is a path segment: percent-encode anything a URL cannot carry as is.
+        self._charge_point_id = charge_point_id
         self._url = url.rstrip("/") + "/" + quote(charge_point_id, safe="")
         self._clock = clock
         self._frame_log = frame_log
@@ -95,9 +103,7 @@ class Link:
         self._call_timeout = call_timeout
         self._ssl_context = ssl_context
         self._headers: dict[str, str] = {}
-        if basic_auth is not None:
-            token = base64.b64encode(f"{basic_auth[0]}:{basic_auth[1]}".encode()).decode()
-            self._headers["Authorization"] = f"Basic {token}"
+        self._set_basic_auth(basic_auth)
         self._max_frame_bytes = max_frame_bytes
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
@@ -108,6 +114,7 @@ class Link:
         self._router = Router()
         self._connect_listeners: list[Listener] = []
         self._disconnect_listeners: list[Listener] = []
+        self._failure_listeners: list[FailureListener] = []
         self._ws: ClientConnection | None = None
         self._connected = asyncio.Event()
         self._call_lock = asyncio.Lock()
@@ -140,6 +147,54 @@ class Link:
     def add_disconnect_listener(self, cb: Listener) -> None:
         """``cb()`` is awaited each time the websocket closes, before any reconnect."""
         self._disconnect_listeners.append(cb)
+
+    def add_connect_failure_listener(self, cb: FailureListener) -> None:
+        """``cb(kind, reason)`` runs after each failed connect (kind: auth, tls_version...)."""
+        self._failure_listeners.append(cb)
+
+    def set_endpoint(
+        self,
+        *,
+        url: str | None = None,
+        ssl_context: ssl.SSLContext | None = _KEEP,
+        basic_auth: tuple[str, str | bytes] | None = _KEEP,
+    ) -> None:
+        """Where and how the NEXT connection goes (security profile, key, certificates).
+
+        The connection up now is left alone: a new AuthorizationKey or CSMS root
+        takes effect when the link next connects (``reconnect()`` forces that).
+        """
+        if url is not None:
+            self._url = url.rstrip("/") + "/" + quote(self._charge_point_id, safe="")
+        if ssl_context is not _KEEP:
+            self._ssl_context = ssl_context
+        if basic_auth is not _KEEP:
+            self._set_basic_auth(basic_auth)
+
+    def _set_basic_auth(self, basic_auth: tuple[str, str | bytes] | None) -> None:
+        self._headers.pop("Authorization", None)
+        if basic_auth is not None:
+            user, password = basic_auth
+            secret = password if isinstance(password, bytes) else password.encode()
+            token = base64.b64encode(user.encode() + b":" + secret).decode()
+            self._headers["Authorization"] = f"Basic {token}"
+
+    def reconnect(self, why: str) -> None:
+        """Close the connection up now (if any) and connect again at once, with the
+        endpoint in force (a raised security profile)."""
+        self._skip_backoff = True
+        self._wake.set()
+        ws = self._ws
+        if ws is not None:
+            log.info("reconnecting to the CSMS: %s", why)
+            self._spawn(self._background, self._close_for_reconnect(ws))
+
+    async def _close_for_reconnect(self, ws: ClientConnection) -> None:
+        try:
+            async with asyncio.timeout(2.0):
+                await ws.close(1012, "reconnecting")
+        except Exception:
+            ws.transport.abort()
 
     # -- state --------------------------------------------------------------------------
 
@@ -270,9 +325,22 @@ class Link:
             )
         except (OSError, EOFError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
             reason = f"{type(exc).__name__}: {exc}"
+            diagnosis = None
             if self._ssl_context is not None and not self._failing and is_handshake_failure(exc):
-                reason = await describe_handshake_failure(self._url, exc)
+                diagnosis = await diagnose_handshake_failure(self._url, exc)
+                reason = diagnosis.text
+            kind = connect_failure_kind(exc, diagnosis)
+            if kind == "auth":
+                reason = (
+                    "the CSMS refused the station's HTTP Basic credentials (HTTP 401): "
+                    "the AuthorizationKey is not the one the CSMS expects"
+                )
             self._connect_failed(reason)
+            for cb in self._failure_listeners:
+                try:
+                    cb(kind, reason)
+                except Exception:
+                    log.exception("connect failure listener %r failed", cb)
             return None
         if ws.subprotocol != SUBPROTOCOL:
             self._connect_failed(f"server did not select {SUBPROTOCOL} (got {ws.subprotocol!r})")

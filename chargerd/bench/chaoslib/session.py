@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from chargerd.bench.chaoslib.profiles import ProfileDriver, check_profiles
 from chargerd.bench.chaoslib.records import DiskFull, Event, FaultWindow, Knowledge, Verdict
 from chargerd.bench.chaoslib.reserve_list import ReserveListActions, check_reservations_and_list
 from chargerd.bench.chaoslib.station import Station
+from chargerd.bench.csms.certs import TestCa, server_context
 from chargerd.bench.csms.csms import BenchCsms, CsmsCallError
 from chargerd.bench.rig import StationRig
 
@@ -95,6 +97,7 @@ class SessionSpec:
     workdir: Path
     tiny_disk: bool  # state directory on a small tmpfs, with disk-full episodes
     long_hangs: bool  # sometimes let a hung CALL run into the station's 30 s call timeout
+    tls: int = 0  # 2 or 3: the link runs under that security profile (wss://, test CA)
 
 
 @dataclass
@@ -108,6 +111,32 @@ class SessionResult:
     log_path: Path
     connectors: int
     notes: list[str] = field(default_factory=list)
+
+
+TLS_PASSWORD = "chaos-tls-password"
+
+
+def tls_setup(spec: SessionSpec, cp_id: str) -> tuple[ssl.SSLContext | None, dict]:
+    """A test CA, the CSMS's TLS context and the station's [csms] options for --tls.
+
+    Profile 2: TLS with HTTP Basic; profile 3: TLS with the station's client certificate
+    (which the CSMS requires), no Basic credentials."""
+    if not spec.tls:
+        return None, {}
+    certs = spec.workdir / "tls"
+    certs.mkdir(parents=True, exist_ok=True)
+    ca = TestCa(certs)
+    cert, key = ca.issue("127.0.0.1", certs / "server.pem", certs / "server.key", server=True)
+    options: dict = {"security_profile": spec.tls, "ca_file": str(ca.pem)}
+    if spec.tls == 3:
+        station_certs = spec.workdir / "state" / "certs"
+        ca.issue(
+            cp_id, station_certs / "charge_point.pem", station_certs / "charge_point.key",
+            server=False,
+        )  # fmt: skip
+        return server_context(cert, key, client_ca=ca.pem), options
+    options["basic_auth_password"] = TLS_PASSWORD
+    return server_context(cert, key), options
 
 
 class ChaosSession(Injections, ReserveListActions):
@@ -156,10 +185,13 @@ class ChaosSession(Injections, ReserveListActions):
         for card in CARDS:
             csms.cards[card] = "Accepted"
         csms.cards[BLOCKED_CARD] = "Blocked"
-        port = await csms.start("127.0.0.1", 0)
+        tls, csms_options = tls_setup(spec, self.cp_id)
+        basic = {self.cp_id: TLS_PASSWORD} if "basic_auth_password" in csms_options else None
+        port = await csms.start("127.0.0.1", 0, ssl_context=tls, basic_auth=basic)
         rig = StationRig(
             spec.workdir,
-            csms_url=f"ws://127.0.0.1:{port}/ocpp",
+            csms_url=f"{'wss' if tls else 'ws'}://127.0.0.1:{port}/ocpp",
+            csms=csms_options,
             charge_point_id=self.cp_id,
             connectors=self.connectors,
             ocpp={
@@ -172,6 +204,7 @@ class ChaosSession(Injections, ReserveListActions):
             },
         )
         self.st = Station(rig, csms, journal, port)
+        self.st.ssl_context = tls
         knowledge = Knowledge(attempts=TX_ATTEMPTS)
         try:
             await self.st.start()

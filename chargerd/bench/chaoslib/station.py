@@ -68,6 +68,7 @@ class Station:
         self.last: dict[str, Any] = {}
         self.restarts = 0
         self._up = asyncio.Event()
+        self.ssl_context = None  # a TLS session (--tls): the CSMS comes back with it
         self._expected_down = False
         self._sampler: asyncio.Task | None = None
         self._lock = asyncio.Lock()  # one start/kill at a time
@@ -209,7 +210,7 @@ class Station:
     async def csms_restart(self) -> None:
         for _ in range(50):
             try:
-                await self.csms.start("127.0.0.1", self.port)
+                await self.csms.start("127.0.0.1", self.port, ssl_context=self.ssl_context)
                 self.csms_up = True
                 return
             except OSError:

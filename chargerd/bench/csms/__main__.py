@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from chargerd.bench.csms.certs import server_context
 from chargerd.bench.csms.control import (
     KNOBS,
     ControlClient,
@@ -109,6 +110,18 @@ def serve_parser(prog: str = _PROG) -> argparse.ArgumentParser:
         help="with --cert: require a client certificate signed by this CA (security profile 3)",
     )
     p.add_argument(
+        "--tls-max",
+        choices=["1.1", "1.2", "1.3"],
+        help="with --cert: the highest TLS version served; 1.1 plays an outdated CSMS "
+        "(TLS 1.0/1.1 only) that a station must refuse",
+    )
+    p.add_argument(
+        "--ciphers",
+        metavar="OPENSSL-LIST",
+        help="with --cert: the TLS 1.2 cipher suites served (with --tls-max 1.2: a CSMS "
+        "without the whitepaper's suites)",
+    )
+    p.add_argument(
         "--control",
         type=Path,
         metavar="PATH",
@@ -179,13 +192,13 @@ def frame_printer(outputs: list[TextIO]):
 def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
     if args.cert is None:
         return None
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(str(args.cert), str(args.key) if args.key else None)
-    if args.client_ca is not None:
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(cafile=str(args.client_ca))
-    return ctx
+    return server_context(
+        args.cert,
+        args.key,
+        client_ca=args.client_ca,
+        tls_max=args.tls_max,
+        ciphers=args.ciphers,
+    )
 
 
 async def serve(args: argparse.Namespace, outputs: list[TextIO]) -> None:
@@ -218,8 +231,9 @@ async def serve(args: argparse.Namespace, outputs: list[TextIO]) -> None:
 
 def main_serve(argv: list[str], prog: str = _PROG) -> int:
     args = serve_parser(prog).parse_args(argv)
-    if (args.key is not None or args.client_ca is not None) and args.cert is None:
-        print(f"{prog}: --key and --client-ca need --cert", file=sys.stderr)
+    tls_only = (args.key, args.client_ca, args.tls_max, args.ciphers)
+    if any(a is not None for a in tls_only) and args.cert is None:
+        print(f"{prog}: --key, --client-ca, --tls-max and --ciphers need --cert", file=sys.stderr)
         return EXIT_USAGE
     outputs: list[TextIO] = [sys.stdout]
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
@@ -235,7 +249,7 @@ def main_serve(argv: list[str], prog: str = _PROG) -> int:
     )
     try:
         asyncio.run(serve(args, outputs))
-    except (OSError, ssl.SSLError) as exc:
+    except (OSError, ssl.SSLError, ValueError) as exc:
         print(f"{prog}: cannot serve: {exc}", file=sys.stderr)
         return EXIT_FAILED
     finally:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import ssl
+import warnings
 from pathlib import Path
 
 from cryptography import x509
@@ -83,10 +85,14 @@ class TestCa:
         self.pem.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
     def issue(
-        self, name: str, cert_path: Path, key_path: Path, *, server: bool
+        self, name: str, cert_path: Path, key_path: Path, *, server: bool, expired: bool = False
     ) -> tuple[Path, Path]:
-        """A leaf certificate for ``name``: a server (name = host) or a client (name = CN)."""
+        """A leaf certificate for ``name``: a server (name = host) or a client (name = CN).
+
+        ``expired``: valid from two days ago until yesterday (to see it refused)."""
         now = datetime.datetime.now(datetime.UTC)
+        if expired:
+            now -= datetime.timedelta(days=self.days + 1)
         key = ec.generate_private_key(ec.SECP256R1())
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
         builder = (
@@ -123,6 +129,48 @@ def make_ca_and_server_cert(
     return ca.pem, cert, key
 
 
+TLS_VERSIONS = {
+    "1.1": ssl.TLSVersion.TLSv1_1,
+    "1.2": ssl.TLSVersion.TLSv1_2,
+    "1.3": ssl.TLSVersion.TLSv1_3,
+}
+
+
+def server_context(
+    cert: Path,
+    key: Path | None = None,
+    *,
+    client_ca: Path | None = None,
+    tls_max: str | None = None,
+    ciphers: str | None = None,
+) -> ssl.SSLContext:
+    """The bench CSMS's TLS: TLS 1.2+ by default; ``client_ca`` requires a client
+    certificate it signed (profile 3).  ``tls_max="1.1"`` plays an outdated CSMS that
+    speaks TLS 1.0/1.1 only, ``ciphers`` (OpenSSL names, TLS 1.2) one whose suites are not
+    the whitepaper's: what a station must refuse.  ValueError if this OpenSSL cannot."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key) if key else None)
+    if client_ca is not None:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cafile=str(client_ca))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            if tls_max == "1.1":
+                ctx.set_ciphers("ALL:@SECLEVEL=0")
+                ctx.minimum_version = ssl.TLSVersion.TLSv1
+                ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+            else:
+                ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+                if tls_max is not None:
+                    ctx.maximum_version = TLS_VERSIONS[tls_max]
+            if ciphers is not None:
+                ctx.set_ciphers(ciphers)
+        except (ssl.SSLError, KeyError) as exc:
+            raise ValueError(f"this OpenSSL cannot serve that TLS setting: {exc}") from None
+    return ctx
+
+
 def sign_csr(ca: TestCa, csr_pem: str | bytes, *, days: int | None = None) -> str:
     """What a CSMS does with a station's SignCertificate: a client certificate for the CSR's
     subject and key, signed by ``ca``; returned as the PEM ``certificateChain``."""
@@ -140,9 +188,7 @@ def sign_csr(ca: TestCa, csr_pem: str | bytes, *, days: int | None = None) -> st
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=days or ca.days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
             critical=False,

@@ -45,15 +45,19 @@ def _cp_id_of(path: str) -> str:
     return unquote(path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1])
 
 
-def _basic_credentials(header: str | None) -> tuple[str | None, str | None]:
-    """(user, password) of an ``Authorization: Basic ...`` header; (None, None) otherwise."""
+def _basic_credentials(header: str | None) -> tuple[str | None, bytes | None]:
+    """(user, password bytes) of an ``Authorization: Basic ...`` header; (None, None) otherwise.
+
+    The password stays bytes: an AuthorizationKey in the whitepaper's hexadecimal
+    form stands for 16-20 arbitrary bytes, not text."""
     if not header or not header.lower().startswith("basic "):
         return None, None
     try:
-        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+        decoded = base64.b64decode(header[6:].strip(), validate=True)
+        user_raw, sep, password = decoded.partition(b":")
+        user = user_raw.decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
         return None, None
-    user, sep, password = decoded.partition(":")
     return (user, password) if sep else (None, None)
 
 
@@ -281,7 +285,7 @@ class BenchCsms:
         self._server: Server | None = None
         self._tls = False
         #: HTTP Basic credentials (charge point id -> password); empty: no check.
-        self.basic_auth: dict[str, str] = {}
+        self.basic_auth: dict[str, str | bytes] = {}
         self.auth_failures: list[str] = []  # charge point ids refused by the Basic check
         #: Signs a station's CSR (PEM in, PEM chain out; certs.sign_csr with a TestCa): set,
         #: the CSMS answers each SignCertificate with a CertificateSigned.
@@ -299,7 +303,7 @@ class BenchCsms:
         port: int = 0,
         *,
         ssl_context: ssl.SSLContext | None = None,
-        basic_auth: dict[str, str] | None = None,
+        basic_auth: dict[str, str | bytes] | None = None,
     ) -> int:
         """Listen; returns the port (useful with port 0).
 
@@ -332,7 +336,9 @@ class BenchCsms:
             expected is not None
             and user == cp_id
             and password is not None
-            and hmac.compare_digest(expected.encode(), password.encode())
+            and hmac.compare_digest(
+                expected if isinstance(expected, bytes) else expected.encode(), password
+            )
         )
         if ok:
             return None
