@@ -137,6 +137,7 @@ class Commands:
             **self._reservations_and_list(),
             **self._uploads(),
             **self._certificates(),
+            **self._firmware(),
         }
 
     def _certificates(self) -> dict[str, Any]:
@@ -148,6 +149,11 @@ class Commands:
         """uploads: the last GetDiagnostics and GetLog uploads (features/diagnostics.py)."""
         service = getattr(self.d, "diagnostics", None)
         return {"uploads": service.status()} if service is not None else {}
+
+    def _firmware(self) -> dict[str, Any]:
+        """firmware: the running version and the update under way (features/firmware.py)."""
+        service = getattr(self.d, "firmware", None)
+        return {"firmware": service.state()} if service is not None else {}
 
     def _reservations_and_list(self) -> dict[str, Any]:
         """Every reservation (connector 0 ones too) and the Local Auth List's version."""

@@ -229,9 +229,7 @@ def _http_get(url, parts, out, timeout, ctx, deadline: _Deadline) -> int:
             out.write(chunk)
             written += len(chunk)
     if expected is not None and expected.isdigit() and written != int(expected):
-        raise TransferError(
-            f"download of {redact(url)} failed: got {written} of {expected} bytes"
-        )
+        raise TransferError(f"download of {redact(url)} failed: got {written} of {expected} bytes")
     return written
 
 

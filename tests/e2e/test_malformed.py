@@ -76,7 +76,7 @@ IGNORED = [
 PROFILE_ACTIONS = {
     "Reservation": "ReserveNow",
     "SmartCharging": "GetCompositeSchedule",
-    "FirmwareManagement": "UpdateFirmware",  # GetDiagnostics is implemented
+    "FirmwareManagement": "GetDiagnostics",
     "LocalAuthListManagement": "SendLocalList",
     "RemoteTrigger": "TriggerMessage",
 }

@@ -134,3 +134,19 @@ async def test_ftp_errors(ftp: FtpFileServer, tmp_path: Path) -> None:
     with pytest.raises(TransferError, match="FTP 530") as err:
         await transfer.download(bad, tmp_path / "x", timeout=10)
     assert "wrong" not in str(err.value)
+
+
+async def test_bench_csms_file_servers(root: Path, tmp_path: Path) -> None:
+    from chargerd.bench.csms.files import start_file_servers
+
+    assert start_file_servers(None, "127.0.0.1", 0, 0) == []
+    servers = start_file_servers(root, "127.0.0.1", 0, 0)
+    try:
+        assert {s.url().split(":")[0] for s in servers} == {"http", "ftp"}
+        for i, srv in enumerate(servers):
+            dest = tmp_path / f"got{i}"
+            await transfer.download(srv.url("fw.bin"), dest, timeout=10)
+            assert dest.read_bytes() == PAYLOAD
+    finally:
+        for srv in servers:
+            srv.close()

@@ -11,7 +11,7 @@ HTTP: ``GET /name`` serves ``root/name``; ``POST`` (multipart/form-data, field
 ``file``) or ``PUT`` to any path stores the body under ``uploads/``.  Faults a test
 sets: ``truncate_next(n)`` (the next GET sends the full Content-Length header but
 only ``n`` bytes, then closes: a download interrupted midway), ``refuse_uploads``
-(answers 403), ``served`` (paths served, in order) and ``uploads`` (names received).
+(answers 403), ``served`` (paths asked for, in order) and ``uploads`` (names received).
 
 FTP (pyftpdlib): user ``user`` / password ``password`` (or anonymous, read only) with read
 access to ``root`` and write access to ``root/uploads``.
@@ -51,12 +51,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         target = self._file()
         owner = self.server.owner
+        with owner.lock:
+            owner.served.append(self.path)
         if target is None:
             self.send_error(404, "no such file")
             return
         data = target.read_bytes()
         with owner.lock:
-            owner.served.append(self.path)
             cut = owner.truncate_at
             owner.truncate_at = None
         self.send_response(200)
@@ -203,3 +204,21 @@ class FtpFileServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def start_file_servers(
+    root: Path | None, host: str, http_port: int, ftp_port: int
+) -> list[HttpFileServer | FtpFileServer]:
+    """The bench CSMS's ``--files DIR``: HTTP and FTP servers on DIR (none without it)."""
+    if root is None:
+        return []
+    servers: list[HttpFileServer | FtpFileServer] = [
+        HttpFileServer(root, host=host, port=http_port)
+    ]
+    try:
+        servers.append(FtpFileServer(root, host=host, port=ftp_port))
+    except RuntimeError as exc:
+        log.warning("no FTP server: %s", exc)
+    for server in servers:
+        log.info("serving %s at %s (uploads into %s/uploads)", root, server.url(), root)
+    return servers
