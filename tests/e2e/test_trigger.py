@@ -48,6 +48,10 @@ async def trigger(csms, message: str, connector: int | None = None) -> tuple[str
 )
 async def test_every_trigger(csms, make_registered_rig, message, connector, action, match):
     await make_registered_rig(connectors=2)
+    if message == "StatusNotification" and connector is None:
+        # The boot's own connector-0 status first, so that it is not taken for the triggered
+        # one (the outbox's SecurityEventNotification may delay it past registration).
+        await csms.wait_for("StatusNotification", lambda r: r.payload["connectorId"] == 0)
     before = len(csms.calls(action, CP, **match))
     status, answered_at = await trigger(csms, message, connector)
     assert status == "Accepted"
