@@ -396,6 +396,8 @@ class LinkSecurity:
             self._set_state(state)
             self._emit(RECONFIGURATION, f"SecurityProfile back to {state.profile} (fallback)")
             self.refresh()
+            if self._link is not None:
+                self._link.reconnect(f"back to security profile {state.profile}")  # no backoff
         else:
             self.state = state
 

@@ -301,6 +301,9 @@ async def test_an_authorization_key_change_survives_a_kill_9(tmp_path):
         assert got["configurationKey"] == [{"key": "AuthorizationKey", "readonly": False}]
         shown = await rig.ctl("config.get", keys=["AuthorizationKey"])
         assert shown["configuration_key"][0]["value"] is None
+        frames = await rig.ctl("log", lines=200)  # chargerctl log: the frame, key masked
+        assert any("AuthorizationKey" in f["frame"] for f in frames["frames"])
+        assert new_key not in json.dumps(frames)
         path = rig.state_dir / "security" / "authorization_key"
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
         assert (

@@ -205,6 +205,7 @@ async def test_a_raise_persists_the_previous_profile_then_falls_back(make, tmp_p
     assert json.loads(state_file.read_text()) == {"profile": 1, "previous": None, "confirmed": True}
     assert link.endpoints[-1]["url"].startswith("ws://")
     assert link.endpoints[-1]["ssl_context"] is None
+    assert link.reconnects[-1] == "back to security profile 1"  # at once, not after a backoff
     assert events[-1][0] == "ReconfigurationOfSecurityParameters"
 
 
