@@ -246,6 +246,17 @@ class FirmwareService:
             self._save(job)
         if status is not None:
             log.info("firmware update: %s", status)
+        if job.phase == "done":
+            self._remove_download(job)
+
+    def _remove_download(self, job: Job) -> None:
+        """A finished job's file goes: an SD card does not collect firmware images."""
+        dest = self.directory / file_name_for(job.location)
+        for path in (dest, dest.with_name(dest.name + ".part")):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("cannot remove %s: %s", path, exc)
 
     # -- what others ask ----------------------------------------------------------------
 
