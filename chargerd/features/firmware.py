@@ -380,7 +380,9 @@ class FirmwareService:
         job = self.job
         if job is None:
             return
-        if job.phase == "rebooting":
+        if job.phase in ("rebooting", "installing"):
+            # "installing": the process ended while the installer ran - an installer that
+            # restarts the service itself, or a crash.  The version that came up decides.
             outcome = outcome_after_restart(job.previous_version, self.version)
             log.info(
                 "firmware before the restart %s, now %s: %s",
@@ -394,11 +396,6 @@ class FirmwareService:
                     security_events.FIRMWARE_UPDATED,
                     f"{job.previous_version} -> {self.version}",
                 )
-            self._restore_availability(job)
-        elif job.phase == "installing":
-            # The process died during the installation without the installer's word.
-            log.error("firmware installation interrupted by a restart")
-            self._step(job, phase="done", status="InstallationFailed")
             self._restore_availability(job)
         elif job.phase in ("scheduled", "downloading"):
             log.info("firmware update resumes: %s", transfer.redact(job.location))

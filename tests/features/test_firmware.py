@@ -353,3 +353,20 @@ async def test_retries_with_retry_interval_on_the_clock(store, tmp_path, served)
     state = svc.state()
     assert state["last_status"] == "DownloadFailed" and "404" in state["error"]
     assert json.dumps(state)  # chargerctl --json can print it
+
+
+async def test_an_installer_that_restarts_the_service_itself(store, tmp_path, served):
+    """The process ends while the installer runs: the version that comes up decides."""
+    clock = ManualClock(NOW)
+    for new_version, outcome in (("2.0.0", "Installed"), ("1.0.0", "InstallationFailed")):
+        svc = make_service(store, tmp_path, clock, script(tmp_path, 0))
+        svc.on_update_firmware(location=served.url("fw.bin"), retrieve_date=iso(NOW))
+        svc._sup.connectors[1].tx = object()  # held before the installer: phase "installing"
+        await run_until(svc, lambda svc=svc: svc.job.phase == "installing")
+        after = make_service(store, tmp_path, clock, None, version=new_version)
+        for c in after._sup.connectors.values():
+            c.operative = False  # as the availability service restores them after the restart
+        after.restore()
+        assert sent_statuses(after) == [outcome]
+        assert after.job.phase == "done"
+        assert all(c.operative for c in after._sup.connectors.values())
