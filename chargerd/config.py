@@ -75,7 +75,7 @@ class CsmsConfig:
     security_profile: int = 0  # 0 plain ws, 1 basic auth/ws, 2 basic auth/TLS, 3 client cert
     basic_auth_password: str | None = None
     ca_file: Path | None = None  # CA bundle for wss:// (default: the system's)
-    max_frame_bytes: int = 65536  # inbound frames above this are refused
+    max_frame_bytes: int = 2 * 1024 * 1024  # inbound frames above this are refused
     # How long a CALL waits for the CSMS's answer before it counts as unanswered (a
     # transaction message is then sent again; an Authorize falls back to the offline rules).
     call_timeout_s: float = 30.0
@@ -254,7 +254,7 @@ class _Loader:
             security_profile=profile,
             basic_auth_password=password,
             ca_file=t.path("ca_file", None, self.base),
-            max_frame_bytes=t.integer("max_frame_bytes", 65536, 1024, 16 * 1024 * 1024),
+            max_frame_bytes=t.integer("max_frame_bytes", 2 * 1024 * 1024, 1024, 16 * 1024 * 1024),
             call_timeout_s=t.number("call_timeout_s", 30.0, lo=1.0, hi=300.0),
         )
         t.finish()
