@@ -75,7 +75,7 @@ class CsmsConfig:
     security_profile: int = 0  # 0 plain ws, 1 basic auth/ws, 2 basic auth/TLS, 3 client cert
     basic_auth_password: str | None = None
     ca_file: Path | None = None  # CA bundle for wss:// (default: the system's)
-    max_frame_bytes: int = 65536  # inbound frames above this are refused
+    max_frame_bytes: int = 2 * 1024 * 1024  # inbound frames above this are refused
     # How long a CALL waits for the CSMS's answer before it counts as unanswered (a
     # transaction message is then sent again; an Authorize falls back to the offline rules).
     call_timeout_s: float = 30.0
@@ -104,6 +104,16 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FirmwareConfig:
+    """[firmware]: how UpdateFirmware / SignedUpdateFirmware install (features/firmware.py)."""
+
+    installer: Path | None = None  # run with the downloaded file's path; None: refuse installs
+    version_file: Path | None = None  # the installed version, when not the package's (bench)
+    download_timeout_s: float = 300.0
+    install_timeout_s: float = 900.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: Path  # the file this was read from
     station: StationConfig
@@ -112,6 +122,7 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     ocpp: Mapping[str, Scalar] = field(default_factory=lambda: MappingProxyType({}))
+    firmware: FirmwareConfig = field(default_factory=FirmwareConfig)
 
 
 def load_config(path: Path) -> Config:
@@ -181,6 +192,7 @@ class _Loader:
         redact = logging_t.boolean("redact_id_tags", False)
         logging_t.finish()
         ocpp = self.ocpp(top.table("ocpp"))
+        firmware = self.firmware(top.table("firmware"))
         top.finish()
         return Config(
             source=self.file,
@@ -190,6 +202,7 @@ class _Loader:
             paths=paths,
             logging=LoggingConfig(level=level.upper(), redact_id_tags=redact),
             ocpp=ocpp,
+            firmware=firmware,
         )
 
     def station(self, t: _Table) -> StationConfig:
@@ -241,7 +254,7 @@ class _Loader:
             security_profile=profile,
             basic_auth_password=password,
             ca_file=t.path("ca_file", None, self.base),
-            max_frame_bytes=t.integer("max_frame_bytes", 65536, 1024, 16 * 1024 * 1024),
+            max_frame_bytes=t.integer("max_frame_bytes", 2 * 1024 * 1024, 1024, 16 * 1024 * 1024),
             call_timeout_s=t.number("call_timeout_s", 30.0, lo=1.0, hi=300.0),
         )
         t.finish()
@@ -260,6 +273,16 @@ class _Loader:
                 str(cfg.control_socket),
                 f"a path of at most {_SUN_PATH_MAX} bytes (a unix socket limit)",
             )
+        t.finish()
+        return cfg
+
+    def firmware(self, t: _Table) -> FirmwareConfig:
+        cfg = FirmwareConfig(
+            installer=t.path("installer", None, self.base),
+            version_file=t.path("version_file", None, self.base),
+            download_timeout_s=t.number("download_timeout_s", 300.0, lo=1.0, hi=86400.0),
+            install_timeout_s=t.number("install_timeout_s", 900.0, lo=1.0, hi=86400.0),
+        )
         t.finish()
         return cfg
 

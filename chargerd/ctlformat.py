@@ -131,6 +131,9 @@ def format_status(status: dict[str, Any]) -> list[str]:
     )
     lines += _reservation_lines(status)
     lines += _certificate_lines(status)
+    from chargerd.control.firmware_text import firmware_lines
+
+    lines += firmware_lines(status)
     return lines
 
 

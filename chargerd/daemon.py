@@ -76,6 +76,8 @@ class Daemon:
         from chargerd.features.certificates import declare_certificate_keys
         from chargerd.features.configuration import ConfigurationService
         from chargerd.features.connectors import ConnectorRuntime, ConnectorSupervisor
+        from chargerd.features.firmware import running_version as firmware_running_version
+        from chargerd.features.firmware_setup import build_firmware
         from chargerd.features.local_list import LocalAuthList
         from chargerd.features.outbox import Outbox
         from chargerd.features.powerloss import max_power_w as metering_max_power_w
@@ -160,7 +162,9 @@ class Daemon:
             identity=Identity(
                 charge_point_vendor=cfg.station.vendor,
                 charge_point_model=cfg.station.model,
-                firmware_version=cfg.station.firmware_version,
+                firmware_version=firmware_running_version(
+                    cfg.station.firmware_version, cfg.firmware.version_file
+                ),
                 charge_point_serial_number=cfg.station.serial_number,
                 meter_type=self._meter_type(),
             ),
@@ -231,6 +235,12 @@ class Daemon:
         self.supervisor.limit_for = self.smart_charging.limit_for
         self.remote.check_charging_profile = self.smart_charging.accept_remote_profile
         self.link.register(self.smart_charging)
+        self.firmware = build_firmware(self)  # after the availability service and the outbox
+        self.firmware.restore()
+        self.trigger.firmware_status = self.firmware.trigger_status
+        if getattr(self, "certificates", None) is not None:  # ExtendedTriggerMessage
+            self.certificates.firmware_status = self.firmware.signed_trigger_payload
+        self.link.register(self.firmware)
         for feature in (self.config, self.cache, self.remote, self.availability):
             self.link.register(feature)
         for feature in (self.local_list, self.reservations, self.trigger):
@@ -403,6 +413,7 @@ class Daemon:
             "reservations": self.reservations.run(),
             "retention": retention.run(self.store, self.clock),  # idTags: 30 days
             "smart_charging": self.smart_charging.run(),
+            "firmware": self.firmware.run(),
             "security_events": self.security_events.run(),
             "certificates": self.certificates.run(),  # station certificate expiry watch
         }

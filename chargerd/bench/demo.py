@@ -20,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_CARD = "DEADBEEF"
+DEMO_FIRMWARE = "chargerd-0.2.0-bench.bin"  # a mock firmware (bench/mock_installer.py)
 
 
 def _ctl(sock: Path, *args: str) -> subprocess.CompletedProcess:
@@ -136,6 +137,27 @@ def config_for_port(config: Path, port: int, out: Path) -> Path:
     return out
 
 
+def _files_ports(port: int) -> tuple[int, int]:
+    """The bench file servers' HTTP and FTP ports: beside the CSMS's (9080, 9021 for 9000)."""
+    http, ftp = port + 80, port + 21
+    return (http if http <= 65535 else 0, ftp if ftp <= 65535 else 0)
+
+
+def demo_files_args(state_dir: Path, port: int) -> list[str]:
+    """The bench CSMS's file servers on ``state_dir/files``, with a mock firmware to offer."""
+    from chargerd.bench.csms.firmware import mock_firmware
+
+    files = state_dir / "files"
+    files.mkdir(parents=True, exist_ok=True)
+    (files / DEMO_FIRMWARE).write_bytes(mock_firmware("0.2.0-bench"))
+    http, ftp = _files_ports(port)
+    return ["--files", str(files), "--http-port", str(http), "--ftp-port", str(ftp)]
+
+
+def demo_firmware_url(port: int) -> str:
+    return f"http://127.0.0.1:{_files_ports(port)[0]}/{DEMO_FIRMWARE}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="./dev demo",
@@ -201,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             "60",
             "--control",
             str(control),
+            *demo_files_args(state_dir, args.port),
         ],
         stdout=open(csms_log, "w"),
         stderr=subprocess.STDOUT,
@@ -257,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
                         f"  .venv/bin/python -m chargerd.bench.csms call {cp_id} "
                         f"RemoteStartTransaction '{{\"idTag\": \"{DEMO_CARD}\"}}' "
                         f"--control {control}\n"
+                        f"  .venv/bin/python -m chargerd.bench.csms call {cp_id} UpdateFirmware "
+                        f"'{{\"location\": \"{demo_firmware_url(args.port)}\", "
+                        f"\"retrieveDate\": \"2020-01-01T00:00:00Z\"}}' --control {control}\n"
                         "Ctrl-C here stops the demo.\n",
                         flush=True,
                     )

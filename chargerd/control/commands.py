@@ -136,12 +136,18 @@ class Commands:
             "faults": faults,
             **self._reservations_and_list(),
             **self._certificates(),
+            **self._firmware(),
         }
 
     def _certificates(self) -> dict[str, Any]:
         """The station certificate's expiry and the number of installed roots."""
         service = getattr(self.d, "certificates", None)
         return {"certificates": service.status_fields()} if service is not None else {}
+
+    def _firmware(self) -> dict[str, Any]:
+        """firmware: the running version and the update under way (features/firmware.py)."""
+        service = getattr(self.d, "firmware", None)
+        return {"firmware": service.state()} if service is not None else {}
 
     def _reservations_and_list(self) -> dict[str, Any]:
         """Every reservation (connector 0 ones too) and the Local Auth List's version."""

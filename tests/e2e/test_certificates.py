@@ -4,6 +4,7 @@ swaps it in; a certificate with a wrong CN is refused; roots are listed and dele
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import stat
 
@@ -48,12 +49,16 @@ async def test_csr_signed_and_swapped_in(csms, make_registered_rig, tmp_path):
     changed = await csms.call(CP, "ChangeConfiguration", {"key": "CpoName", "value": "Acme CPO"})
     assert changed == {"status": "Accepted"}
 
+    # The bench CSMS signs each CSR with its test CA and answers with CertificateSigned.
+    csms.csr_signer = lambda csr_pem: sign_csr(ca, csr_pem)
     csr = await ask_for_csr(csms)
     assert csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == CP
     assert csr.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "Acme CPO"
-    chain = sign_csr(ca, csr.public_bytes(serialization.Encoding.PEM))
-    answer = await csms.call(CP, "CertificateSigned", {"certificateChain": chain})
-    assert answer == {"status": "Accepted"}
+    async with asyncio.timeout(10):
+        while not csms.certificates_signed:  # the station's answer to CertificateSigned
+            await asyncio.sleep(0.05)
+    ((cp_id, chain, answer),) = csms.certificates_signed
+    assert (cp_id, answer) == (CP, "Accepted")
 
     status = await rig.status()
     leaf = x509.load_pem_x509_certificate(chain.encode())

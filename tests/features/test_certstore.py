@@ -100,3 +100,31 @@ def test_a_swap_cut_by_a_crash_is_finished_at_start(tmp_path):
     again = CertStore(store.directory)
     assert again.station_certificate() == leaf
     assert again.station_key_path.exists() and not again.pending_key_path.exists()
+
+
+def test_issuer_key_hash_of_an_rsa_issuer():
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "rsa root")])
+    now = datetime.datetime.now(datetime.UTC)
+    root = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(0x00AB)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    pkcs1 = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.PKCS1
+    )
+    h = cert_hash(root, algorithm="SHA384")
+    assert h.issuer_key_hash == hashlib.sha384(pkcs1).hexdigest()
+    assert h.serial_number == "ab"

@@ -110,6 +110,15 @@ def serve_parser(prog: str = _PROG) -> argparse.ArgumentParser:
         help="with --cert: require a client certificate signed by this CA (security profile 3)",
     )
     p.add_argument(
+        "--files",
+        type=Path,
+        metavar="DIR",
+        help="serve DIR over HTTP and FTP (firmware for UpdateFirmware) and receive uploads "
+        "(GetDiagnostics, GetLog) into DIR/uploads",
+    )
+    p.add_argument("--http-port", type=_port, default=9080, help="with --files (default 9080)")
+    p.add_argument("--ftp-port", type=_port, default=9021, help="with --files (default 9021)")
+    p.add_argument(
         "--tls-max",
         choices=["1.1", "1.2", "1.3"],
         help="with --cert: the highest TLS version served; 1.1 plays an outdated CSMS "
@@ -217,6 +226,9 @@ async def serve(args: argparse.Namespace, outputs: list[TextIO]) -> None:
     log.info("control socket %s (for call, script, stations, set)", control.path)
     if csms.basic_auth:
         log.info("HTTP Basic credentials required for %s", ", ".join(sorted(csms.basic_auth)))
+    from chargerd.bench.csms.files import start_file_servers
+
+    file_servers = start_file_servers(args.files, args.host, args.http_port, args.ftp_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -225,6 +237,8 @@ async def serve(args: argparse.Namespace, outputs: list[TextIO]) -> None:
     try:
         await stop.wait()
     finally:
+        for server in file_servers:
+            server.close()
         await control.close()
         await csms.stop()
 

@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from ocpp.messages import Call, CallError
-from ocpp.routing import on
+from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -243,6 +243,14 @@ class _Session(ChargePoint):
     def on_sign_certificate(self, **_: Any) -> call_result.SignCertificate:
         return call_result.SignCertificate(status="Accepted")
 
+    @after(Action.sign_certificate)
+    def after_sign_certificate(self, csr: str, **_: Any) -> None:
+        """With a ``csr_signer``, sign the CSR and send CertificateSigned, as a CSMS does."""
+        if self._csms.csr_signer is not None:
+            task = asyncio.create_task(self._csms.send_signed(self.id, csr))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
 
 class BenchCsms:
     """A CSMS whose answers a test or a bench operator steers at run time."""
@@ -279,6 +287,10 @@ class BenchCsms:
         #: HTTP Basic credentials (charge point id -> password); empty: no check.
         self.basic_auth: dict[str, str | bytes] = {}
         self.auth_failures: list[str] = []  # charge point ids refused by the Basic check
+        #: Signs a station's CSR (PEM in, PEM chain out; certs.sign_csr with a TestCa): set,
+        #: the CSMS answers each SignCertificate with a CertificateSigned.
+        self.csr_signer: Callable[[str], str] | None = None
+        self.certificates_signed: list[tuple[str, str, str]] = []  # (cp id, chain, status)
 
     def now(self) -> datetime:
         return self._clock.now()
@@ -495,6 +507,19 @@ class BenchCsms:
             details = frame[4] if len(frame) > 4 and isinstance(frame[4], dict) else {}
             raise CsmsCallError(str(frame[2]), str(frame[3]) if len(frame) > 3 else "", details)
         return frame[2]
+
+    async def send_signed(self, cp_id: str, csr: str) -> None:
+        """Sign ``csr`` with ``csr_signer`` and send it back in a CertificateSigned."""
+        try:
+            chain = self.csr_signer(csr) if self.csr_signer else None
+            if chain is None:
+                return
+            answer = await self.call(cp_id, "CertificateSigned", {"certificateChain": chain})
+        except (ValueError, TimeoutError, ConnectionError, CsmsCallError) as exc:
+            log.warning("CertificateSigned to %s failed: %s", cp_id, exc)
+            return
+        self.certificates_signed.append((cp_id, chain, str(answer.get("status"))))
+        self._notify()
 
     async def send_raw(self, cp_id: str, text: str) -> None:
         await self._session(cp_id)._send(text)
