@@ -293,6 +293,41 @@ async def test_a_profile_raise_that_cannot_connect_falls_back(tmp_path):
         await csms.stop()
 
 
+async def test_a_profile_raise_1_to_2_moves_to_the_tls_url(tmp_path):
+    ca = TestCa(tmp_path)
+    cert, key = ca.issue("127.0.0.1", tmp_path / "s.pem", tmp_path / "s.key", server=True)
+    plain, tls = BenchCsms(), BenchCsms()
+    await plain.start(basic_auth={CP: PASSWORD})
+    await tls.start(ssl_context=server_context(cert, key), basic_auth={CP: PASSWORD})
+    rig = station(
+        tmp_path,
+        plain.url,
+        security_profile=1,
+        basic_auth_password=PASSWORD,
+        ca_file=ca.pem,
+        tls_url=tls.url,  # the CSMS's TLS endpoint is on another port
+    )
+    try:
+        await rig.start()
+        await registered(rig)
+        up = await plain.call(CP, "ChangeConfiguration", {"key": "SecurityProfile", "value": "2"})
+        assert up["status"] == "Accepted"
+        await tls.wait_connected(CP, timeout=20)
+        await registered(rig)
+        assert not plain.is_connected(CP)
+        state = json.loads((rig.state_dir / "security" / "link.json").read_text())
+        assert state == {"profile": 2, "previous": None, "confirmed": True}
+        # a restart stays at 2, on the TLS endpoint, although [csms] still says 1
+        await rig.stop()
+        await rig.start()
+        await tls.wait_connected(CP, timeout=20, count=2)
+        assert (await rig.status())["ocpp"]["security_profile"] == 2
+    finally:
+        await rig.stop()
+        await plain.stop()
+        await tls.stop()
+
+
 async def test_a_profile_raise_2_to_3_connects_with_the_client_certificate(tmp_path):
     ca = TestCa(tmp_path)
     cert, key = ca.issue("127.0.0.1", tmp_path / "s.pem", tmp_path / "s.key", server=True)
