@@ -196,6 +196,11 @@ async def test_profile_3_against_a_csms_process_that_requires_client_certificate
             await registered(rig)
             assert CP in csms.stations()
             assert (await rig.status())["ocpp"]["security_profile"] == 3
+            human = subprocess.run(
+                [sys.executable, "-m", "chargerd.cli", "--socket", str(rig.socket), "status"],
+                capture_output=True, text=True, timeout=15,
+            )  # fmt: skip
+            assert "security profile 3" in human.stdout, human.stdout + human.stderr
         finally:
             await rig.stop()
 
