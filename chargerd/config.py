@@ -75,10 +75,13 @@ class CsmsConfig:
     security_profile: int = 0  # 0 plain ws, 1 basic auth/ws, 2 basic auth/TLS, 3 client cert
     basic_auth_password: str | None = None
     ca_file: Path | None = None  # CA bundle for wss:// (default: the system's)
-    max_frame_bytes: int = 65536  # inbound frames above this are refused
+    max_frame_bytes: int = 2 * 1024 * 1024  # inbound frames above this are refused
     # How long a CALL waits for the CSMS's answer before it counts as unanswered (a
     # transaction message is then sent again; an Authorize falls back to the offline rules).
     call_timeout_s: float = 30.0
+    # The wss:// endpoint once the CSMS has raised a ws:// station to profile 2 or 3
+    # (default: url with wss://, same host and port).
+    tls_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,12 +252,20 @@ class _Loader:
                 _REQUIRED,
                 f"a password: security_profile {profile} uses HTTP basic auth",
             )
+        tls_url = t.string("tls_url", None, expected="a wss:// URL")
+        if tls_url is not None:
+            tls_parts = urlsplit(tls_url)
+            if tls_parts.scheme != "wss" or not tls_parts.hostname or not _port_ok(tls_parts):
+                raise t.fail("tls_url", tls_url, "a wss:// URL with a host (and a valid port)")
+            if tls_parts.username or tls_parts.password:
+                raise t.fail("tls_url", tls_url, "a URL without credentials")
         cfg = CsmsConfig(
             url=url,
+            tls_url=tls_url,
             security_profile=profile,
             basic_auth_password=password,
             ca_file=t.path("ca_file", None, self.base),
-            max_frame_bytes=t.integer("max_frame_bytes", 65536, 1024, 16 * 1024 * 1024),
+            max_frame_bytes=t.integer("max_frame_bytes", 2 * 1024 * 1024, 1024, 16 * 1024 * 1024),
             call_timeout_s=t.number("call_timeout_s", 30.0, lo=1.0, hi=300.0),
         )
         t.finish()
@@ -306,7 +317,7 @@ class _Loader:
         emulated = self.emulated(t.table("emulated"))
         if pin_factory == "emulated" and (driver != "pi" or not emulated.bench):
             raise ConfigError(
-                f"{self.file}: hardware.pin_factory: \"emulated\" runs the Pi drivers on "
+                f'{self.file}: hardware.pin_factory: "emulated" runs the Pi drivers on '
                 "emulated chips and reports invented energy to the CSMS: bench only; it needs "
                 'driver = "pi" and [hardware.emulated] bench = true',
                 path=self.file,

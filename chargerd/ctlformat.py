@@ -130,6 +130,11 @@ def format_status(status: dict[str, Any]) -> list[str]:
         f"  registration {_text(oc.get('registration'))}"
         f"  outbox {_text(oc.get('outbox_pending'))}"
         f"  last heartbeat {_text(oc.get('last_heartbeat'))}"
+        + (
+            f"  security profile {oc['security_profile']}"
+            if oc.get("security_profile") is not None
+            else ""
+        )
     )
     lines += _reservation_lines(status)
     lines += upload_lines(status)

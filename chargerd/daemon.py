@@ -394,6 +394,7 @@ class Daemon:
         store = self.certstore
         self.link_security = LinkSecurity(
             url=cfg.csms.url,
+            tls_url=cfg.csms.tls_url,
             profile=cfg.csms.security_profile,
             charge_point_id=cfg.station.charge_point_id,
             password=cfg.csms.basic_auth_password,

@@ -60,6 +60,9 @@ FIGURES = {
     *(f"react_{t}{s}" for t in ("ev_error", "fault", "card", "remote") for s in ("", "_silent")),
     "pilot_rate",
     "pilot_rate_silent",
+    "fw_http_rate",
+    "fw_ftp_rate",
+    "fw_update_to_installed",
 }
 #: Figures a daemon may legitimately not offer (it answers NotSupported), reported as skipped.
 OPTIONAL = {"resp_trigger_message"}

@@ -352,7 +352,7 @@ def test_link_and_current_limits_have_defaults_and_can_be_set(tmp_path: Path) ->
     assert cfg.station.max_current_a == 32.0
     assert (cfg.csms.call_timeout_s, cfg.csms.max_frame_bytes, cfg.csms.ca_file) == (
         30.0,
-        65536,
+        2 * 1024 * 1024,
         None,
     )
     text = BENCH.replace("connectors = 2", "connectors = 2\nmax_current_a = 16").replace(

@@ -21,6 +21,7 @@ import traceback
 from dataclasses import asdict
 from pathlib import Path
 
+from chargerd.bench.perflib import firmware as firmware_phase
 from chargerd.bench.perflib import pibox as pibox_phase
 from chargerd.bench.perflib.figures import (
     Figure,
@@ -68,6 +69,8 @@ PHASES: list[tuple[str, tuple[str, ...]]] = [
 #: Phases that are not Bench methods: name -> coroutine function taking the Bench.
 EXTRA_PHASES = {"pibox": pibox_phase.measure}
 PHASES.append(("pibox", pibox_phase.KEYS))
+EXTRA_PHASES["firmware"] = firmware_phase.measure
+PHASES.append(("firmware", firmware_phase.KEYS))
 
 #: Phases that need the main station the earlier phases set up.
 _NEEDS_MAIN = {
@@ -83,6 +86,7 @@ _NEEDS_MAIN = {
 async def run(plan: Plan, workdir: Path, *, progress: bool = True) -> list[Figure]:
     figs = make_figures()
     figs.update(pibox_phase.make_figures())
+    figs.update(firmware_phase.make_figures())
     async with Bench(workdir, plan, figs) as bench:
         main_ok = True
         for name, keys in PHASES:

@@ -21,98 +21,38 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from chargerd.clock import Clock
 from chargerd.features import meter_task, protection
 from chargerd.features import status as status_machine
 from chargerd.features.authz import same_id_tag
+from chargerd.features.connector_state import (
+    STOP_FAULTS,
+    UNLOCK_AFTER,
+    UNSAFE_FAULTS,
+    Authorization,
+    ConnectorRuntime,
+)
 from chargerd.features.liveness import stale_supervision
-from chargerd.features.transactions import ActiveTx, TransactionRefused, TransactionService
+from chargerd.features.transactions import TransactionRefused, TransactionService
 from chargerd.features.txids import tx_label
 from hal.errors import HardwareError
-from hal.interfaces import ConnectorHardware, EvState, Fault, MeterSample
+from hal.interfaces import EvState, Fault, MeterSample
 
 if TYPE_CHECKING:
     from chargerd.features.configuration import ConfigurationService
 
 log = logging.getLogger(__name__)
 
-#: Faults with which a contactor must not stay closed.
-UNSAFE_FAULTS = frozenset(
-    {
-        Fault.CONTACTOR_WELDED,
-        Fault.CONTACTOR_FAILED_TO_CLOSE,
-        Fault.EV_ERROR,
-        Fault.PILOT_FAILURE,
-        Fault.LOCK_FAILURE,
-        Fault.RCD_TRIPPED,
-        Fault.RCD_FAILURE,
-        Fault.VENTILATION_REQUIRED,
-    }
-)
-
-#: Faults of the station's own equipment that end a running transaction.  An EV in
-#: state E/F only suspends it (SuspendedEV): the contactor opens, the session stays;
-#: so does an EV asking for ventilation where there is none (SuspendedEVSE).
-STOP_FAULTS = UNSAFE_FAULTS - {Fault.EV_ERROR, Fault.VENTILATION_REQUIRED}
-
-#: Stop reasons after which the plug is released for the driver to take it.  Not
-#: DeAuthorized: OCPP 1.6 §4.8 keeps the cable locked until its owner's card comes back.
-UNLOCK_AFTER = frozenset(
-    {
-        "Local",
-        "Remote",
-        "UnlockCommand",
-        "Other",
-        "EmergencyStop",
-        "SoftReset",
-        "HardReset",
-        "Reboot",
-    }
-)
-
-
-@dataclass
-class Authorization:
-    """An idTag accepted for a connector that has no transaction yet."""
-
-    id_tag: str
-    parent_id_tag: str | None
-    deadline: float  # monotonic; ConnectionTimeOut after the authorization
-    remote: bool = False
-    reservation_id: int | None = None
-
-
-@dataclass
-class ConnectorRuntime:
-    id: int
-    hw: ConnectorHardware
-    ev_state: EvState = EvState.A
-    operative: bool = True
-    scheduled_operative: bool | None = None  # applied when the transaction ends
-    reserved: bool = False
-    authorization: Authorization | None = None
-    held: bool = False  # claimed by a remote start whose Authorize is still under way
-    locked_for: str | None = None  # the idTag whose card releases a cable kept locked
-    tx: ActiveTx | None = None
-    begin_sample: MeterSample | None = None
-    finishing: bool = False
-    faults: frozenset[Fault] = frozenset()
-    status: str | None = None
-    error_code: str | None = None
-    sample: MeterSample | None = None
-    sample_at: float = -1e9
-    busy: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # A stop the store could not record (full disk): (reason, id_tag), retried each second.
-    stop_pending: tuple[str, str | None] | None = None
-    stop_retry_at: float = 0.0
-    rcd_tested_for: int | None = None  # the transaction whose RCD self-test passed
-
-    @property
-    def in_use(self) -> bool:
-        return self.tx is not None or self.authorization is not None
+__all__ = [
+    "STOP_FAULTS",
+    "UNLOCK_AFTER",
+    "UNSAFE_FAULTS",
+    "Authorization",
+    "ConnectorRuntime",
+    "ConnectorSupervisor",
+]
 
 
 class ConnectorSupervisor:
@@ -667,28 +607,21 @@ class ConnectorSupervisor:
         With ``id_tag``, reservations are respected: the driver's own reserved
         connector comes first, and one reserved for someone else is not free.
         """
+
+        def free(c: ConnectorRuntime) -> bool:
+            return (
+                c.tx is None
+                and not c.held
+                and c.operative
+                and self.station_operative
+                and not (c.faults & UNSAFE_FAULTS)
+                and self._admits(c, id_tag, parent_id_tag)
+            )
+
         if connector_id:
             conn = self.connectors.get(connector_id)
-            ok = (
-                conn
-                and conn.tx is None
-                and not conn.held
-                and conn.operative
-                and self.station_operative
-                and not (conn.faults & UNSAFE_FAULTS)
-                and self._admits(conn, id_tag, parent_id_tag)
-            )
-            return conn if ok else None
-        candidates = [
-            c
-            for c in self.connectors.values()
-            if c.tx is None
-            and not c.held
-            and c.operative
-            and self.station_operative
-            and not (c.faults & UNSAFE_FAULTS)
-            and self._admits(c, id_tag, parent_id_tag)
-        ]
+            return conn if conn is not None and free(conn) else None
+        candidates = [c for c in self.connectors.values() if free(c)]
         if id_tag is not None and self.reservations is not None:
             for c in candidates:
                 if c.authorization is None and self.reservations.prefers(c, id_tag, parent_id_tag):

@@ -246,6 +246,17 @@ class FirmwareService:
             self._save(job)
         if status is not None:
             log.info("firmware update: %s", status)
+        if job.phase == "done":
+            self._remove_download(job)
+
+    def _remove_download(self, job: Job) -> None:
+        """A finished job's file goes: an SD card does not collect firmware images."""
+        dest = self.directory / file_name_for(job.location)
+        for path in (dest, dest.with_name(dest.name + ".part")):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("cannot remove %s: %s", path, exc)
 
     # -- what others ask ----------------------------------------------------------------
 
@@ -380,7 +391,9 @@ class FirmwareService:
         job = self.job
         if job is None:
             return
-        if job.phase == "rebooting":
+        if job.phase in ("rebooting", "installing"):
+            # "installing": the process ended while the installer ran - an installer that
+            # restarts the service itself, or a crash.  The version that came up decides.
             outcome = outcome_after_restart(job.previous_version, self.version)
             log.info(
                 "firmware before the restart %s, now %s: %s",
@@ -394,11 +407,6 @@ class FirmwareService:
                     security_events.FIRMWARE_UPDATED,
                     f"{job.previous_version} -> {self.version}",
                 )
-            self._restore_availability(job)
-        elif job.phase == "installing":
-            # The process died during the installation without the installer's word.
-            log.error("firmware installation interrupted by a restart")
-            self._step(job, phase="done", status="InstallationFailed")
             self._restore_availability(job)
         elif job.phase in ("scheduled", "downloading"):
             log.info("firmware update resumes: %s", transfer.redact(job.location))

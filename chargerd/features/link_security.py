@@ -159,9 +159,12 @@ def after_connect(state: ProfileState) -> ProfileState:
     return ProfileState(profile=state.profile)
 
 
-def url_for_profile(url: str, profile: int) -> str:
-    """The configured URL with the scheme the profile needs (wss:// for 2 and 3)."""
+def url_for_profile(url: str, profile: int, tls_url: str | None = None) -> str:
+    """The configured URL with the scheme the profile needs (wss:// for 2 and 3);
+    ``tls_url`` instead, when given, for a ws:// station raised to TLS."""
     parts = urlsplit(url)
+    if profile >= 2 and parts.scheme == "ws" and tls_url is not None:
+        return tls_url
     scheme = "wss" if profile >= 2 else "ws"
     return urlunsplit((scheme, *parts[1:]))
 
@@ -219,6 +222,7 @@ class LinkSecurity:
         *,
         url: str,
         profile: int,
+        tls_url: str | None = None,
         charge_point_id: str,
         password: str | None,
         ca_file: Path | None,
@@ -230,6 +234,7 @@ class LinkSecurity:
         reconnect_delay_s: float = 0.5,
     ) -> None:
         self._url = url
+        self._tls_url = tls_url
         self._charge_point_id = charge_point_id
         self._ca_file = ca_file
         self._certs_dir = certs_dir
@@ -305,7 +310,7 @@ class LinkSecurity:
         return self.state.profile
 
     def url(self) -> str:
-        return url_for_profile(self._url, self.state.profile)
+        return url_for_profile(self._url, self.state.profile, self._tls_url)
 
     def basic_auth(self) -> tuple[str, bytes] | None:
         if self.state.profile in (1, 2) and self._password is not None:
@@ -396,6 +401,8 @@ class LinkSecurity:
             self._set_state(state)
             self._emit(RECONFIGURATION, f"SecurityProfile back to {state.profile} (fallback)")
             self.refresh()
+            if self._link is not None:
+                self._link.reconnect(f"back to security profile {state.profile}")  # no backoff
         else:
             self.state = state
 

@@ -87,7 +87,7 @@ class Link:
         call_timeout: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
         basic_auth: tuple[str, str] | None = None,
-        max_frame_bytes: int = 65536,
+        max_frame_bytes: int = 2 * 1024 * 1024,
         backoff_base: float = 1.0,
         backoff_cap: float = 60.0,
         rng: random.Random | None = None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator
@@ -21,6 +22,28 @@ from chargerd.privacy import Redactor
 frame_logger = logging.getLogger("chargerd.link.frames")
 
 Direction = Literal["in", "out"]
+
+# A ChangeConfiguration of a write-only key carries a secret (the HTTP Basic password):
+# the frame log, `chargerctl log` and a diagnostics bundle show it masked.
+_SECRET = r'"key"\s*:\s*"AuthorizationKey"'
+_SECRET_VALUE = re.compile(
+    rf'({_SECRET}\s*,\s*"value"\s*:\s*)"(?:[^"\\]|\\.)*"'
+    rf'|("value"\s*:\s*)"(?:[^"\\]|\\.)*"(\s*,\s*{_SECRET})',
+    re.IGNORECASE,
+)
+
+
+def hide_secrets(frame: str) -> str:
+    """``frame`` with the value of an AuthorizationKey change replaced by ``"****"``."""
+    if "changeconfiguration" not in frame.casefold():
+        return frame
+
+    def masked(m: re.Match[str]) -> str:
+        if m.group(1) is not None:
+            return f'{m.group(1)}"****"'
+        return f'{m.group(2)}"****"{m.group(3)}'
+
+    return _SECRET_VALUE.sub(masked, frame)
 
 
 class Subscription:
@@ -96,6 +119,7 @@ class FrameLog:
             frame = f"{frame[: self.max_kept_chars]}... ({len(frame)} characters, cut)"
         if self._redactor is not None:
             frame = self._redactor.redact(frame)
+        frame = hide_secrets(frame)
         entry = {"time": iso(self._clock.now()), "direction": direction, "frame": frame}
         self._entries.append(entry)
         frame_logger.debug("%s %s", direction, frame)

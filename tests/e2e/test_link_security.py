@@ -149,6 +149,62 @@ async def test_an_expired_client_certificate_is_refused_and_said(tmp_path):
         await csms.stop()
 
 
+class CsmsProcess:
+    """``python -m chargerd.bench.csms`` as its own process, as a CSMS team runs it."""
+
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        self.control = tmp_path / "csms.sock"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "chargerd.bench.csms", "--port", "0",
+             "--control", str(self.control), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )  # fmt: skip
+        self.url = ""
+
+    async def __aenter__(self) -> CsmsProcess:
+        assert self.proc.stdout is not None
+        banner = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), 15)
+        self.url = banner.split()[-1].rstrip("/") + "/ocpp"  # "... listening on wss://..:P/"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=10)
+
+    def stations(self) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "chargerd.bench.csms", "stations", "--control",
+             str(self.control)],
+            capture_output=True, text=True, timeout=15,
+        )  # fmt: skip
+        return out.stdout
+
+
+async def test_profile_3_against_a_csms_process_that_requires_client_certificates(tmp_path):
+    ca = TestCa(tmp_path)
+    cert, key = ca.issue("127.0.0.1", tmp_path / "s.pem", tmp_path / "s.key", server=True)
+    args = ("--cert", str(cert), "--key", str(key), "--client-ca", str(ca.pem))
+    async with CsmsProcess(tmp_path, *args) as csms:
+        assert csms.url.startswith("wss://127.0.0.1:")
+        rig = station(tmp_path, csms.url, security_profile=3, ca_file=ca.pem)
+        certs = rig.state_dir / "certs"
+        ca.issue(CP, certs / "charge_point.pem", certs / "charge_point.key", server=False)
+        try:
+            await rig.start()
+            await registered(rig)
+            assert CP in csms.stations()
+            assert (await rig.status())["ocpp"]["security_profile"] == 3
+            human = subprocess.run(
+                [sys.executable, "-m", "chargerd.cli", "--socket", str(rig.socket), "status"],
+                capture_output=True, text=True, timeout=15,
+            )  # fmt: skip
+            assert "security profile 3" in human.stdout, human.stdout + human.stderr
+        finally:
+            await rig.stop()
+
+
 async def test_a_tls_1_1_csms_process_is_refused(tmp_path):
     ca = TestCa(tmp_path)
     cert, key = ca.issue("127.0.0.1", tmp_path / "s.pem", tmp_path / "s.key", server=True)
@@ -156,20 +212,11 @@ async def test_a_tls_1_1_csms_process_is_refused(tmp_path):
         server_context(cert, key, tls_max="1.1")
     except ValueError:
         pytest.skip("this OpenSSL cannot serve TLS 1.1 at all")
-    control = tmp_path / "csms.sock"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "chargerd.bench.csms", "--port", "0", "--cert", str(cert),
-         "--key", str(key), "--tls-max", "1.1", "--control", str(control)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )  # fmt: skip
-    try:
-        banner = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 15)
-        url = banner.split()[-1].rstrip("/") + "/ocpp"
-        assert url.startswith("wss://127.0.0.1:")
+    args = ("--cert", str(cert), "--key", str(key), "--tls-max", "1.1")
+    async with CsmsProcess(tmp_path, *args) as csms:
+        assert csms.url.startswith("wss://127.0.0.1:")
         rig = station(
-            tmp_path, url, security_profile=2, basic_auth_password=PASSWORD, ca_file=ca.pem
+            tmp_path, csms.url, security_profile=2, basic_auth_password=PASSWORD, ca_file=ca.pem
         )
         try:
             await rig.start()
@@ -179,9 +226,6 @@ async def test_a_tls_1_1_csms_process_is_refused(tmp_path):
             assert not (await rig.status())["ocpp"]["connected"]
         finally:
             await rig.stop()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=10)
 
 
 async def test_a_csms_without_the_whitepaper_cipher_suites_is_refused(tmp_path):
@@ -254,6 +298,41 @@ async def test_a_profile_raise_that_cannot_connect_falls_back(tmp_path):
         await csms.stop()
 
 
+async def test_a_profile_raise_1_to_2_moves_to_the_tls_url(tmp_path):
+    ca = TestCa(tmp_path)
+    cert, key = ca.issue("127.0.0.1", tmp_path / "s.pem", tmp_path / "s.key", server=True)
+    plain, tls = BenchCsms(), BenchCsms()
+    await plain.start(basic_auth={CP: PASSWORD})
+    await tls.start(ssl_context=server_context(cert, key), basic_auth={CP: PASSWORD})
+    rig = station(
+        tmp_path,
+        plain.url,
+        security_profile=1,
+        basic_auth_password=PASSWORD,
+        ca_file=ca.pem,
+        tls_url=tls.url,  # the CSMS's TLS endpoint is on another port
+    )
+    try:
+        await rig.start()
+        await registered(rig)
+        up = await plain.call(CP, "ChangeConfiguration", {"key": "SecurityProfile", "value": "2"})
+        assert up["status"] == "Accepted"
+        await tls.wait_connected(CP, timeout=20)
+        await registered(rig)
+        assert not plain.is_connected(CP)
+        state = json.loads((rig.state_dir / "security" / "link.json").read_text())
+        assert state == {"profile": 2, "previous": None, "confirmed": True}
+        # a restart stays at 2, on the TLS endpoint, although [csms] still says 1
+        await rig.stop()
+        await rig.start()
+        await tls.wait_connected(CP, timeout=20, count=2)
+        assert (await rig.status())["ocpp"]["security_profile"] == 2
+    finally:
+        await rig.stop()
+        await plain.stop()
+        await tls.stop()
+
+
 async def test_a_profile_raise_2_to_3_connects_with_the_client_certificate(tmp_path):
     ca = TestCa(tmp_path)
     cert, key = ca.issue("127.0.0.1", tmp_path / "s.pem", tmp_path / "s.key", server=True)
@@ -301,6 +380,9 @@ async def test_an_authorization_key_change_survives_a_kill_9(tmp_path):
         assert got["configurationKey"] == [{"key": "AuthorizationKey", "readonly": False}]
         shown = await rig.ctl("config.get", keys=["AuthorizationKey"])
         assert shown["configuration_key"][0]["value"] is None
+        frames = await rig.ctl("log", lines=200)  # chargerctl log: the frame, key masked
+        assert any("AuthorizationKey" in f["frame"] for f in frames["frames"])
+        assert new_key not in json.dumps(frames)
         path = rig.state_dir / "security" / "authorization_key"
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
         assert (

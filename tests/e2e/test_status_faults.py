@@ -161,6 +161,12 @@ async def test_ev_error_suspends_the_session_with_ev_communication_error(rig, cs
 
 async def test_minimum_status_duration_holds_a_flapping_status(make_registered_rig, csms):
     rig = await make_registered_rig(ocpp={"MinimumStatusDuration": 2})
+    # The boot's own StatusNotification of the connector may still be on its way when
+    # the registration is seen: it is not part of the flapping.
+    await csms.wait_for(
+        "StatusNotification",
+        predicate=lambda r: r.cp_id == CP and r.payload["connectorId"] == 1,
+    )
     t = now()
     for _ in range(2):  # a cable wiggled in and out
         await rig.plug(1)

@@ -353,3 +353,56 @@ async def test_retries_with_retry_interval_on_the_clock(store, tmp_path, served)
     state = svc.state()
     assert state["last_status"] == "DownloadFailed" and "404" in state["error"]
     assert json.dumps(state)  # chargerctl --json can print it
+
+
+async def test_an_installer_that_restarts_the_service_itself(store, tmp_path, served):
+    """The process ends while the installer runs: the version that comes up decides."""
+    clock = ManualClock(NOW)
+    for new_version, outcome in (("2.0.0", "Installed"), ("1.0.0", "InstallationFailed")):
+        svc = make_service(store, tmp_path, clock, script(tmp_path, 0))
+        svc.on_update_firmware(location=served.url("fw.bin"), retrieve_date=iso(NOW))
+        svc._sup.connectors[1].tx = object()  # held before the installer: phase "installing"
+        await run_until(svc, lambda svc=svc: svc.job.phase == "installing")
+        after = make_service(store, tmp_path, clock, None, version=new_version)
+        for c in after._sup.connectors.values():
+            c.operative = False  # as the availability service restores them after the restart
+        after.restore()
+        assert sent_statuses(after) == [outcome]
+        assert after.job.phase == "done"
+        assert all(c.operative for c in after._sup.connectors.values())
+
+
+async def test_edge_requests(store, tmp_path, served):
+    clock = ManualClock(NOW)
+    m = make_manufacturer()
+    svc = make_service(
+        store, tmp_path, clock, script(tmp_path, 3), manufacturer_roots=lambda: [m.root]
+    )
+    # a scheme the station cannot fetch: DownloadFailed after the retries, no crash
+    svc.on_update_firmware(
+        location="sftp://h/fw.bin", retrieve_date=iso(NOW), retries=1, retry_interval=5
+    )
+    await run_until(svc, lambda: svc.job.phase == "done")
+    assert sent_statuses(svc) == ["Downloading", "DownloadFailed"]
+    assert "unsupported URL scheme" in svc.state()["error"]
+    # a signed request replacing one still waiting for its retrieveDate: AcceptedCanceled
+    firmware = {
+        "location": served.url("fw.bin"),
+        "retrieve_date_time": iso(NOW + datetime.timedelta(days=1)),
+        "signing_certificate": m.signing_pem,
+        "signature": m.sign((served.root / "fw.bin").read_bytes()),
+    }
+    assert svc.on_signed_update_firmware(request_id=1, firmware=firmware).status == "Accepted"
+    assert svc.on_signed_update_firmware(request_id=2, firmware=firmware).status == (
+        "AcceptedCanceled"
+    )
+    assert svc.job.request_id == 2
+    # the installer fails: the downloaded file does not stay on the disk
+    firmware["retrieve_date_time"] = iso(NOW)
+    svc.on_signed_update_firmware(request_id=3, firmware=firmware)
+    await run_until(svc, lambda: svc.job.phase == "done" and svc.job.request_id == 3)
+    assert sent_statuses(svc)[-1] == "InstallationFailed"
+    assert not (svc.directory / "fw.bin").exists()
+    # while an installation runs, a new request is Rejected
+    svc.job.phase = "installing"
+    assert svc.on_signed_update_firmware(request_id=4, firmware=firmware).status == "Rejected"

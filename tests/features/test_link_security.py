@@ -173,6 +173,9 @@ def test_fallback_state_machine():
 def test_url_follows_the_profile():
     assert url_for_profile("ws://csms:9000/ocpp", 2) == "wss://csms:9000/ocpp"
     assert url_for_profile("wss://csms/ocpp", 1) == "ws://csms/ocpp"
+    # an installer who knows the CSMS's TLS endpoint names it: [csms] tls_url
+    assert url_for_profile("ws://csms:80/ocpp", 3, "wss://csms:443/ocpp") == "wss://csms:443/ocpp"
+    assert url_for_profile("ws://csms:80/ocpp", 1, "wss://csms:443/ocpp") == "ws://csms:80/ocpp"
 
 
 def test_a_lower_profile_is_rejected(make, events):
@@ -205,6 +208,7 @@ async def test_a_raise_persists_the_previous_profile_then_falls_back(make, tmp_p
     assert json.loads(state_file.read_text()) == {"profile": 1, "previous": None, "confirmed": True}
     assert link.endpoints[-1]["url"].startswith("ws://")
     assert link.endpoints[-1]["ssl_context"] is None
+    assert link.reconnects[-1] == "back to security profile 1"  # at once, not after a backoff
     assert events[-1][0] == "ReconfigurationOfSecurityParameters"
 
 

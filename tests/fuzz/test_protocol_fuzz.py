@@ -443,7 +443,7 @@ def test_a_duplicated_call_is_answered_twice(station, uid, data):
 
 
 def test_frames_above_the_limit_are_refused_and_below_it_served(station):
-    limit = 65536  # [csms] max_frame_bytes of the rig (the daemon's default)
+    limit = 65536  # [csms] max_frame_bytes of the fuzz rig (tests/fuzz/conftest.py)
     just_below = json.dumps([2, "big-ok", "DataTransfer", {"vendorId": "v", "data": ""}])
     fill = limit - len(just_below) - 10
     ok = json.dumps([2, "big-ok", "DataTransfer", {"vendorId": "v", "data": "a" * fill}])
