@@ -127,16 +127,25 @@ async def test_every_malformed_frame_is_answered_as_ocpp_j_says_and_the_daemon_c
     assert (await rig.status())["ocpp"]["connected"] is True
 
 
-async def test_a_frame_above_the_size_limit_is_refused_without_parsing(rig, csms):
-    big = json.dumps([2, "big-1", "DataTransfer", {"vendorId": "x", "data": "A" * 70_000}])
+#: [csms] max_frame_bytes of the size-limit tests (the default, 2 MiB, admits a whole
+#: 10,000-entry SendLocalList; 64 KiB keeps these frames small).
+LIMIT = 65536
+
+
+async def test_a_frame_above_the_size_limit_is_refused_without_parsing(make_registered_rig, csms):
+    rig = await make_registered_rig(csms={"max_frame_bytes": LIMIT})
+    big = json.dumps([2, "big-1", "DataTransfer", {"vendorId": "x", "data": "A" * (LIMIT + 4464)}])
     await expect_callerror(csms, big, "big-1", "FormationViolation", "oversized frame")
     assert rig.running
     await still_answers(csms)
     assert csms.connections(CP) == 1
 
 
-async def test_a_frame_far_above_the_limit_costs_the_connection_not_the_daemon(rig, csms):
+async def test_a_frame_far_above_the_limit_costs_the_connection_not_the_daemon(
+    make_registered_rig, csms
+):
     """Beyond what the websocket layer buffers, the frame closes the connection (1009)."""
+    rig = await make_registered_rig(csms={"max_frame_bytes": LIMIT})
     huge = json.dumps([2, "huge-1", "DataTransfer", {"vendorId": "x", "data": "A" * 300_000}])
     await csms.send_raw(CP, huge)
     await csms.wait_connected(CP, count=2, timeout=10)
