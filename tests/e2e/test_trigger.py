@@ -48,10 +48,13 @@ async def trigger(csms, message: str, connector: int | None = None) -> tuple[str
 )
 async def test_every_trigger(csms, make_registered_rig, message, connector, action, match):
     await make_registered_rig(connectors=2)
-    if message == "StatusNotification" and connector is None:
-        # The boot's own connector-0 status first, so that it is not taken for the triggered
-        # one (the outbox's SecurityEventNotification may delay it past registration).
-        await csms.wait_for("StatusNotification", lambda r: r.payload["connectorId"] == 0)
+    if message == "StatusNotification":
+        # The boot's own statuses first, so that one is not taken for the triggered one
+        # (the outbox's SecurityEventNotification may delay them past registration).
+        for cid in (0, 1, 2):
+            await csms.wait_for(
+                "StatusNotification", lambda r, c=cid: r.payload["connectorId"] == c
+            )
     before = len(csms.calls(action, CP, **match))
     status, answered_at = await trigger(csms, message, connector)
     assert status == "Accepted"
