@@ -335,6 +335,7 @@ class Daemon:
     def _build_diagnostics(self, state_dir: Path) -> None:
         """GetDiagnostics and GetLog: bundles of what the station knows, never a secret."""
         from chargerd.features.diagnostics import DiagnosticsService
+        from chargerd.features.firmware_setup import https_context
         from chargerd.features.security_events import durable_sender
 
         cfg = self.cfg
@@ -365,6 +366,8 @@ class Daemon:
             work_dir=state_dir,
             # Without a log file the daemon logs to journald: the bundle takes its journal.
             journal_unit=None if cfg.paths.log_file else "chargerd",
+            # https:// locations: the system's CAs plus the CSMS's (as for firmware downloads)
+            ssl_context=lambda: https_context(cfg.csms.ca_file, cfg.paths.certs_dir),
         )
         self.trigger.diagnostics_status = self.diagnostics.trigger_status
         self.link.register(self.diagnostics)

@@ -276,3 +276,49 @@ async def test_a_journal_that_cannot_be_read_is_noted_not_fatal(tmp_path, clock,
     files = members(http.root / "uploads" / answer.file_name)
     assert "logs/journal.txt" not in files
     assert "no-journalctl not found" in json.loads(files["info.json"])["skipped"][0]
+
+
+async def test_get_log_over_https_trusts_an_installed_csms_root(tmp_path, clock):
+    import ssl
+
+    from chargerd.bench.csms.certs import make_ca_and_server_cert
+    from chargerd.features.firmware_setup import https_context
+
+    (tmp_path / "pki").mkdir()
+    ca, cert, key = make_ca_and_server_cert(tmp_path / "pki")
+    certs_dir = tmp_path / "certs"
+    (certs_dir / "csms_roots").mkdir(parents=True)
+    (certs_dir / "csms_roots" / "root.pem").write_bytes(Path(ca).read_bytes())
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    sent: list[tuple[str, dict]] = []
+
+    def service(certs: Path) -> DiagnosticsService:
+        return DiagnosticsService(
+            clock=clock,
+            charge_point_id="CP-1",
+            notify=lambda a, p: sent.append((a, p)),
+            security_entries=lambda a, b: [],
+            frames=list,
+            configuration=list,
+            work_dir=tmp_path,
+            ssl_context=lambda: https_context(None, certs),
+        )
+
+    with HttpFileServer(tmp_path / "https", ssl_context=server_ctx) as srv:
+        svc = service(certs_dir)
+        svc.on_get_log(log={"remote_location": srv.url("")}, log_type="SecurityLog", request_id=5)
+        svc._start_queued()
+        await asyncio.wait_for(svc.log.task, timeout=30)
+        assert sent[-1] == ("LogStatusNotification", {"status": "Uploaded", "requestId": 5})
+        assert len(srv.uploads) == 1
+        # Without the root the server is not trusted: UploadFailure, a clear reason.
+        other = service(tmp_path / "no-certs")
+        other.on_get_log(
+            log={"remote_location": srv.url("")}, log_type="SecurityLog", request_id=6, retries=0
+        )
+        other._start_queued()
+        await asyncio.wait_for(other.log.task, timeout=30)
+        assert sent[-1] == ("LogStatusNotification", {"status": "UploadFailure", "requestId": 6})
+        assert "certificate" in other.log.error
+        assert len(srv.uploads) == 1
