@@ -134,9 +134,22 @@ class DiagnosticsService:
         self._ssl_context = ssl_context
         self._journal_unit = journal_unit  # the daemon logs to journald: bundle its journal
         self._journalctl = journalctl
+        self._remove_stale_bundles()
         self.diagnostics: UploadJob | None = None
         self.log: UploadJob | None = None
         self._to_start: list[UploadJob] = []
+
+    def _remove_stale_bundles(self) -> None:
+        """Bundles a crash or a power cut left behind (each lives in ``upload-*`` only
+        while its upload runs): a small SD card must not fill up with them."""
+        if self._work_dir is None:
+            return
+        import shutil
+
+        for stale in Path(self._work_dir).glob("upload-*"):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+                log.info("removed %s, left by an interrupted upload", stale)
 
     # -- state -----------------------------------------------------------------------------
 

@@ -322,3 +322,14 @@ async def test_get_log_over_https_trusts_an_installed_csms_root(tmp_path, clock)
         assert sent[-1] == ("LogStatusNotification", {"status": "UploadFailure", "requestId": 6})
         assert "certificate" in other.log.error
         assert len(srv.uploads) == 1
+
+
+def test_bundles_left_by_a_crash_are_removed_at_start(tmp_path, clock):
+    stale = tmp_path / "upload-abc123"
+    stale.mkdir()
+    (stale / "CP-1-diagnostics.tar.gz").write_bytes(b"x" * 1000)
+    keep = tmp_path / "chargerd.db"
+    keep.write_bytes(b"db")
+    Harness(tmp_path, clock)
+    assert not stale.exists()
+    assert keep.exists()
