@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -95,6 +96,21 @@ def plan_retries(retries: int | None, retry_interval: int | None) -> tuple[int, 
         else max(0, min(int(retry_interval), MAX_RETRY_INTERVAL_S))
     )
     return r, i
+
+
+_PERMISSION = re.compile(r"HTTP (401|403)\b|FTP (530|550|553)\b")
+_UNSUPPORTED = re.compile(r"HTTP (405|501)\b|FTP (502|504)\b")
+
+
+def log_failure_status(error: str | None) -> str:
+    """LogStatusNotification's final status for a failed GetLog upload: PermissionDenied
+    when the server refused for lack of rights, NotSupportedOperation when it does not
+    take uploads that way, UploadFailure otherwise (the whitepaper's UploadLogStatus)."""
+    if error and _PERMISSION.search(error):
+        return "PermissionDenied"
+    if error and _UNSUPPORTED.search(error):
+        return "NotSupportedOperation"
+    return "UploadFailure"
 
 
 def _when(text: str | None) -> datetime | None:
@@ -311,6 +327,8 @@ class DiagnosticsService:
         except Exception as exc:  # never let an upload task die loudly
             log.exception("%s upload failed unexpectedly", job.kind)
             job.error = str(exc)
+        if final != "Uploaded" and job.kind != "Diagnostics":
+            final = log_failure_status(job.error)
         job.state = final
         job.ended_at = iso(self._clock.now())
         self._send(job, final)

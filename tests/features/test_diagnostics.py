@@ -333,3 +333,31 @@ def test_bundles_left_by_a_crash_are_removed_at_start(tmp_path, clock):
     Harness(tmp_path, clock)
     assert not stale.exists()
     assert keep.exists()
+
+
+async def test_get_log_refused_for_rights_is_permission_denied(h, http, ftp):
+    http.refuse_uploads = True  # HTTP 403
+    h.svc.on_get_log(
+        log={"remote_location": http.url("")}, log_type="SecurityLog", request_id=11, retries=0
+    )
+    await h.finish(h.svc.log)
+    assert h.sent[-1] == ("LogStatusNotification", {"status": "PermissionDenied", "requestId": 11})
+    # An FTP directory the user may not write to: 550.
+    h.svc.on_get_log(
+        log={"remote_location": ftp.url("")}, log_type="SecurityLog", request_id=12, retries=0
+    )
+    await h.finish(h.svc.log)
+    assert h.sent[-1] == ("LogStatusNotification", {"status": "PermissionDenied", "requestId": 12})
+    assert h.svc.status()["log"]["state"] == "PermissionDenied"
+
+
+def test_log_failure_status():
+    from chargerd.features.diagnostics import log_failure_status
+
+    assert (
+        log_failure_status("upload to http://h/ failed: HTTP 403 Forbidden") == "PermissionDenied"
+    )
+    assert log_failure_status("upload failed: FTP 530 Login incorrect.") == "PermissionDenied"
+    assert log_failure_status("failed: HTTP 405 Method Not Allowed") == "NotSupportedOperation"
+    assert log_failure_status("failed: connection refused") == "UploadFailure"
+    assert log_failure_status(None) == "UploadFailure"
