@@ -153,3 +153,33 @@ async def test_the_outcome_of_an_upload_that_ends_offline_arrives_after_reconnec
         "Uploading",
         "UploadFailed",
     ]
+
+
+async def test_triggers_report_an_upload_under_way(rig, csms, http):
+    http.refuse_uploads = True  # retried every 5 s: the uploads stay under way meanwhile
+    slow = {"retries": 1, "retryInterval": 5}
+    await csms.call(CP, "GetDiagnostics", {"location": http.url(""), **slow})
+    await csms.call(
+        CP,
+        "GetLog",
+        {"logType": "DiagnosticsLog", "requestId": 77, "log": {"remoteLocation": http.url("")}}
+        | slow,
+    )
+    await csms.wait_for("LogStatusNotification", timeout=5)
+    assert await csms.call(
+        CP, "TriggerMessage", {"requestedMessage": "DiagnosticsStatusNotification"}
+    ) == {"status": "Accepted"}
+    assert await csms.call(
+        CP, "ExtendedTriggerMessage", {"requestedMessage": "LogStatusNotification"}
+    ) == {"status": "Accepted"}
+    await csms.wait_for("DiagnosticsStatusNotification", count=2, timeout=5)
+    await csms.wait_for("LogStatusNotification", count=2, timeout=5)
+    assert statuses(csms, "DiagnosticsStatusNotification")[1] == {"status": "Uploading"}
+    assert statuses(csms, "LogStatusNotification")[1] == {"status": "Uploading", "requestId": 77}
+    await csms.wait_for(
+        "LogStatusNotification", predicate=lambda r: r.payload["status"] != "Uploading", timeout=15
+    )
+    assert statuses(csms, "LogStatusNotification")[-1] == {
+        "status": "PermissionDenied",
+        "requestId": 77,
+    }
