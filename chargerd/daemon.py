@@ -327,6 +327,9 @@ class Daemon:
         self.link.invalid_frame_listeners.append(
             lambda why: events.emit(sec.INVALID_MESSAGES, why)
         )
+        self.link.replay_listeners.append(  # emit_soon: at most once per QUIET_S
+            lambda uid: events.emit_soon(sec.ATTEMPTED_REPLAY_ATTACKS, f"CALL id {uid} repeated")
+        )
         self.clock.on_jump.append(
             lambda: events.emit(sec.SETTING_SYSTEM_TIME, "clock set from the CSMS's time")
         )

@@ -37,6 +37,7 @@ from chargerd.link import frames
 from chargerd.link.backoff import reconnect_delay
 from chargerd.link.errors import CallErrorReceived, CallResultInvalid, CallTimeout, NotConnected
 from chargerd.link.framelog import FrameLog
+from chargerd.link.replay import RecentIds, replay_callerror
 from chargerd.link.router import Router
 from chargerd.link.tlsdiag import (
     connect_failure_kind,
@@ -133,6 +134,9 @@ class Link:
         self._connected_at: datetime | None = None
         # Called with a short reason for each malformed CSMS frame (InvalidMessages).
         self.invalid_frame_listeners: list[Callable[[str], None]] = []
+        # Called with the id of a CSMS CALL repeating one of this connection's (replay.py).
+        self.replay_listeners: list[Callable[[str], None]] = []
+        self._recent_ids = RecentIds(self._clock.monotonic)
 
     # -- wiring -------------------------------------------------------------------------
 
@@ -439,6 +443,7 @@ class Link:
     # -- inbound --------------------------------------------------------------------------
 
     async def _receive_loop(self, ws: ClientConnection) -> None:
+        self._recent_ids = RecentIds(self._clock.monotonic)  # ids are unique per connection
         while True:
             try:
                 data = await ws.recv(decode=False)
@@ -478,6 +483,11 @@ class Link:
                     ),
                 )
                 return
+            if self._recent_ids.repeated(msg.unique_id):
+                log.warning("CSMS CALL %s repeats a message id: refused", msg.unique_id)
+                self._notify(self.replay_listeners, msg.unique_id)
+                await self._send_quietly(ws, replay_callerror(msg.unique_id))
+                return
             self._spawn(self._inbound, self._answer(ws, msg))
         elif isinstance(msg, frames.InboundResult | frames.InboundError):
             self._match_response(msg)
@@ -491,12 +501,16 @@ class Link:
             log.warning("ignoring frame: %s", msg.reason)
             return
         log.warning("answering a malformed frame with %s: %s", msg.code, msg.description)
-        for listener in list(self.invalid_frame_listeners):  # security event InvalidMessages
-            try:
-                listener(f"{msg.code}: {msg.description}")
-            except Exception:
-                log.exception("an invalid-frame listener failed")
+        self._notify(self.invalid_frame_listeners, f"{msg.code}: {msg.description}")
         await self._send_quietly(ws, msg.to_json())
+
+    @staticmethod
+    def _notify(listeners: list[Callable[[str], None]], what: str) -> None:
+        for listener in list(listeners):  # security events InvalidMessages, replays
+            try:
+                listener(what)
+            except Exception:
+                log.exception("a security listener failed")
 
     async def _answer(self, ws: ClientConnection, call: frames.InboundCall) -> None:
         try:
