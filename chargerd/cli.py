@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from chargerd.control import protocol
+from chargerd.ctl_security import add_security_log_parser
 from chargerd.ctlformat import (
     _METER_HEADER,
     _as_dict,
@@ -424,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_config)
 
     _add_sim(sub)
+    add_security_log_parser(sub, _non_negative_int)
     return p
 
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from chargerd.control.card_outcome import card_outcome
+from chargerd.control.security_log_cmds import security_log_handlers
 from chargerd.control.server import CommandRefused, CommandUsageError, NotFound
 from chargerd.features import protection
 from chargerd.features.metering import displayed_power_w
@@ -428,5 +429,6 @@ def build_commands(daemon: Daemon) -> dict:
         "sim.network": c.sim_network,
         "sim.power_cut": c.sim_power_cut,
     }
+    handlers.update(security_log_handlers(daemon))
     streams = {"meter.follow": c.meter_follow, "log.follow": c.log_follow}
     return {"handlers": handlers, "streams": streams}

@@ -1,0 +1,52 @@
+"""The last Security Whitepaper events from the real daemon: AttemptedReplayAttacks on a
+repeated CALL id, SecurityLogWasCleared from ``chargerctl security-log --clear``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.e2e.test_chargerctl import ctl
+from tests.e2e.test_security_events import CP, events, security_log
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_a_replayed_call_is_refused_and_raises_attempted_replay_attacks(rig, csms):
+    frame = '[2, "replay-1", "ChangeAvailability", {"connectorId": 1, "type": "Inoperative"}]'
+    await csms.send_raw(CP, frame)
+    first = await csms.recv_raw_response(CP, "replay-1", timeout=5)
+    assert first == [3, "replay-1", {"status": "Accepted"}]
+    assert await csms.call(CP, "ChangeAvailability", {"connectorId": 1, "type": "Operative"}) == {
+        "status": "Accepted"
+    }
+    await csms.send_raw(CP, frame)  # the same id again: a replay
+    second = await csms.recv_raw_response(CP, "replay-1", timeout=5)
+    assert second[:3] == [4, "replay-1", "SecurityError"]
+    await csms.wait_for(
+        "SecurityEventNotification",
+        predicate=lambda r: r.payload["type"] == "AttemptedReplayAttacks",
+        timeout=5,
+    )
+    st = await rig.status()
+    assert st["connectors"][0]["status"] != "Unavailable"  # the replay was not executed
+    assert "AttemptedReplayAttacks" in [e["type"] for e in security_log(rig)]
+
+
+async def test_chargerctl_clears_the_security_log_and_the_csms_hears_it(rig, csms):
+    await csms.wait_for("SecurityEventNotification", timeout=10)  # StartupOfTheDevice
+    out = await ctl(rig, "security-log", "--json")
+    assert out.returncode == 0, out.stderr
+    assert "StartupOfTheDevice" in [e["type"] for e in json.loads(out.stdout)["entries"]]
+
+    out = await ctl(rig, "security-log", "--clear")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("security log cleared")
+    await csms.wait_for(
+        "SecurityEventNotification",
+        predicate=lambda r: r.payload["type"] == "SecurityLogWasCleared",
+        timeout=10,
+    )
+    assert [e["type"] for e in security_log(rig)] == ["SecurityLogWasCleared"]
+    assert "SecurityLogWasCleared" in [e["type"] for e in events(csms)]
