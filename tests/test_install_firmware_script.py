@@ -97,7 +97,7 @@ def test_install_then_a_broken_version_is_rolled_back(venv: Path, tmp_path: Path
     assert version(venv) == "2.0.0"
 
     broken = run(venv, make_wheel(tmp_path, "3.0.0", comes_up=False), config)
-    assert broken.returncode == 1
+    assert broken.returncode == 65  # verification failed: InstallVerificationFailed
     assert "does not come up" in broken.stdout
     assert "rolled back: chargerd 2.0.0" in broken.stdout
     assert version(venv) == "2.0.0"

@@ -22,8 +22,8 @@ The steps, and the status notifications each sends (plain / signed):
    installation waits until no transaction runs;
 6. Installing, and the configured installer runs with the file's path.  Exit 0 means
    "installed, restart me": the job is marked ``rebooting`` (signed: InstallRebooting)
-   and the daemon restarts.  Another exit, or no installer: InstallationFailed, the
-   connectors come back;
+   and the daemon restarts.  Another exit, or no installer: InstallationFailed (signed,
+   exit 65: InstallVerificationFailed, see firmware_signing.py), the connectors come back;
 7. after the restart: Installed (and security event FirmwareUpdated) when the running
    firmware version differs from the one before, InstallationFailed otherwise; the
    connectors come back as they were before step 5.
@@ -521,7 +521,8 @@ class FirmwareService:
         ok, why = await self._run_installer(path)
         if not ok:
             self.last_error = why
-            self._step(job, phase="done", status="InstallationFailed")
+            status = firmware_signing.install_failure_status(job.signed, why)
+            self._step(job, phase="done", status=status)
             self._restore_availability(job)
             return
         if job.signed:
@@ -561,7 +562,7 @@ class FirmwareService:
             log.info("installer: %s", line)
         if proc.returncode != 0:
             log.error("firmware installer exited %s", proc.returncode)
-            return False, f"installer exited {proc.returncode}"
+            return False, firmware_signing.installer_failure(proc.returncode)
         return True, ""
 
     # -- the connectors during an installation --------------------------------------------

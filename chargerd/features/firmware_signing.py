@@ -85,3 +85,26 @@ def check_signature(cert: x509.Certificate, path: Path, signature_b64: str) -> N
             raise SigningError(f"unsupported signing key type {type(key).__name__}")
     except InvalidSignature:
         raise SigningError("firmware signature does not verify") from None
+
+
+#: The installer's exit status for "the package was installed but failed its verification
+#: and was rolled back" (EX_DATAERR; etc/chargerd-install-firmware uses it when the new
+#: version does not come up).  Any other non-zero exit is a plain installation failure.
+VERIFICATION_FAILED_EXIT = 65
+_VERIFICATION_FAILED = "the installed package failed verification (installer exited 65)"
+
+
+def installer_failure(returncode: int) -> str:
+    """Why the installer failed, as kept in the job and shown by chargerctl."""
+    if returncode == VERIFICATION_FAILED_EXIT:
+        return _VERIFICATION_FAILED
+    return f"installer exited {returncode}"
+
+
+def install_failure_status(signed: bool, why: str) -> str:
+    """The final status of a failed installation: SignedFirmwareStatusNotification has
+    InstallVerificationFailed for a package that failed verification; the plain
+    FirmwareStatusNotification of OCPP 1.6 only knows InstallationFailed."""
+    if signed and why == _VERIFICATION_FAILED:
+        return "InstallVerificationFailed"
+    return "InstallationFailed"

@@ -406,3 +406,34 @@ async def test_edge_requests(store, tmp_path, served):
     # while an installation runs, a new request is Rejected
     svc.job.phase = "installing"
     assert svc.on_signed_update_firmware(request_id=4, firmware=firmware).status == "Rejected"
+
+
+async def test_signed_install_that_fails_verification_reports_install_verification_failed(
+    store, tmp_path, served
+):
+    """The installer's exit 65 (the installed package failed verification, rolled back):
+    InstallVerificationFailed for SignedUpdateFirmware, InstallationFailed for the plain one."""
+    m = make_manufacturer()
+    data = (served.root / "fw.bin").read_bytes()
+    clock = ManualClock(NOW)
+    svc = make_service(
+        store, tmp_path, clock, script(tmp_path, 65), manufacturer_roots=lambda: [m.root]
+    )
+    firmware = {
+        "location": served.url("fw.bin"),
+        "retrieve_date_time": iso(NOW),
+        "signing_certificate": m.signing_pem,
+        "signature": m.sign(data),
+    }
+    assert svc.on_signed_update_firmware(request_id=9, firmware=firmware).status == "Accepted"
+    await run_until(svc, lambda: "InstallVerificationFailed" in sent_statuses(svc))
+    assert sent_statuses(svc)[-2:] == ["Installing", "InstallVerificationFailed"]
+    assert not svc.restarts
+    assert "failed verification" in (svc.last_error or "")
+    assert svc._sup.connectors[1].operative  # back in service
+
+    plain_clock = ManualClock(NOW)
+    plain = make_service(store, tmp_path / "plain", plain_clock, script(tmp_path, 65))
+    plain.on_update_firmware(location=served.url("fw.bin"), retrieve_date=iso(NOW))
+    await run_until(plain, lambda: "InstallationFailed" in sent_statuses(plain))
+    assert "InstallVerificationFailed" not in sent_statuses(plain)
