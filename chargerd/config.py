@@ -36,6 +36,7 @@ from hal.config import (
     PilotConfig,
     RcdConfig,
     ReaderConfig,
+    TamperConfig,
     unsafe_contactor_pull,
 )
 from hal.idtag import ID_TAG_FORMATS
@@ -315,6 +316,7 @@ class _Loader:
         meter_bus = self.meter_bus(t.table("meter_bus"))
         mock = self.mock(t.table("mock"))
         emulated = self.emulated(t.table("emulated"))
+        tamper = self.tamper(t, reader)
         if pin_factory == "emulated" and (driver != "pi" or not emulated.bench):
             raise ConfigError(
                 f'{self.file}: hardware.pin_factory: "emulated" runs the Pi drivers on '
@@ -336,7 +338,7 @@ class _Loader:
                     key="hardware.connector",
                 )
             conns = tuple(self.connector(c) for c in tables or [])
-            self.check_pins(conns, reader, tables or [])
+            self.check_pins(conns, reader, tables or [], tamper_pin=tamper.pin)
         t.finish()
         return HardwareConfig(
             driver=driver,
@@ -346,7 +348,17 @@ class _Loader:
             meter_bus=meter_bus,
             mock=mock,
             emulated=emulated,
+            tamper=tamper,
         )
+
+    def tamper(self, t: _Table, reader: ReaderConfig) -> TamperConfig:
+        """[hardware] tamper_pin / tamper_active_high: the enclosure's switch, if one is wired."""
+        pin = t.gpio("tamper_pin", None, none_ok=True)
+        if pin in SPI0_PINS:
+            raise t.fail("tamper_pin", pin, f"a free GPIO (GPIO {pin} is {SPI0_PINS[pin]})")
+        if pin is not None and reader.kind == "rc522" and pin == reader.rst_pin:
+            raise t.fail("tamper_pin", pin, "a free GPIO (the RC522 reader's rst_pin)")
+        return TamperConfig(pin=pin, active_high=t.boolean("tamper_active_high", True))
 
     def reader(self, t: _Table) -> ReaderConfig:
         d = ReaderConfig()
@@ -503,12 +515,18 @@ class _Loader:
         )
 
     def check_pins(
-        self, conns: tuple[ConnectorConfig, ...], reader: ReaderConfig, tables: list[_Table]
+        self,
+        conns: tuple[ConnectorConfig, ...],
+        reader: ReaderConfig,
+        tables: list[_Table],
+        tamper_pin: int | None = None,
     ) -> None:
         """One GPIO, one job: a pin wired to two devices is a wiring mistake."""
         owner: dict[int, str] = {}
         if reader.kind == "rc522":
             owner[reader.rst_pin] = "hardware.reader.rst_pin"
+        if tamper_pin is not None:
+            owner[tamper_pin] = "hardware.tamper_pin"
         channels: dict[tuple[int, int], str] = {}
         pwms: dict[tuple[int, int], str] = {}
         units: dict[int, str] = {}

@@ -334,6 +334,11 @@ class Daemon:
             lambda: events.emit(sec.SETTING_SYSTEM_TIME, "clock set from the CSMS's time")
         )
         events.emit(sec.STARTUP_OF_THE_DEVICE, f"chargerd {__version__} started")
+        if getattr(self.hardware, "tamper", None) is not None:  # the enclosure's switch
+            from chargerd.features.tamper import TamperWatch
+
+            self.tamper = TamperWatch(self.hardware.tamper, emit=events.emit, clock=self.clock)
+            self.tamper.start(asyncio.get_running_loop())
 
     def _build_diagnostics(self, state_dir: Path) -> None:
         """GetDiagnostics and GetLog: bundles of what the station knows, never a secret."""

@@ -162,6 +162,14 @@ class EmulatedConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TamperConfig:
+    """The enclosure's tamper switch on a GPIO; none by default."""
+
+    pin: int | None = None  # None: no switch wired
+    active_high: bool = True  # the level that means "enclosure open"
+
+
+@dataclass(frozen=True, slots=True)
 class HardwareConfig:
     driver: Literal["mock", "pi"] = "mock"
     pin_factory: str | None = None  # gpiozero pin factory ("lgpio", "rpigpio", "mock", "emulated")
@@ -170,3 +178,4 @@ class HardwareConfig:
     meter_bus: MeterBusConfig = field(default_factory=MeterBusConfig)
     mock: MockConfig = field(default_factory=MockConfig)
     emulated: EmulatedConfig = field(default_factory=EmulatedConfig)
+    tamper: TamperConfig = field(default_factory=TamperConfig)

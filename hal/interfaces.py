@@ -223,6 +223,20 @@ class ResidualCurrentMonitor(Protocol):
     def faults(self) -> frozenset[Fault]: ...
 
 
+@runtime_checkable
+class TamperSwitch(Protocol):
+    """The enclosure's tamper switch: ``opened`` while the enclosure is open.
+
+    ``on_change(cb)`` calls ``cb(opened)`` at every change, from any thread (a
+    gpiozero callback thread on a Pi): the daemon hands it to its loop.
+    """
+
+    @property
+    def opened(self) -> bool: ...
+
+    def on_change(self, callback: Callable[[bool], None]) -> None: ...
+
+
 @dataclass
 class ConnectorHardware:
     """The devices of one connector."""
@@ -243,6 +257,7 @@ class StationHardware:
     reader: RfidReader | None
     kind: str  # "mock" or "pi"
     sim: object | None = None  # the hal.mock.MockStation bench controls, on the mock driver only
+    tamper: TamperSwitch | None = None  # the enclosure switch, where one is wired
     closers: list = field(default_factory=list)  # callables (sync or async) run on close
 
     async def aclose(self) -> None:

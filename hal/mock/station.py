@@ -33,6 +33,7 @@ from hal.mock.devices import (
 from hal.mock.ev import SimConnector, validate_ev
 from hal.mock.rcd import MockRcd
 from hal.mock.register import EnergyRegister
+from hal.tamper import MockTamperSwitch
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,9 @@ FAULT_NAMES: tuple[str, ...] = (
     "rcd_trip",  # the residual-current monitor trips (a fault current); off: it releases
     "lock_lost",  # the cable lock lets go under the plug (its sense reads unlocked)
     "rcd_test_fail",  # the residual-current monitor fails its self-test
+    "tamper",  # the enclosure is opened (station-wide: its tamper switch); off: closed again
 )
-_STATION_FAULTS = frozenset({"reader_dead"})
+_STATION_FAULTS = frozenset({"reader_dead", "tamper"})
 
 
 @dataclass
@@ -88,6 +90,7 @@ class MockStation:
         self.reader = reader
         self._mock = mock
         self._world_file = world_file
+        self.tamper = MockTamperSwitch()  # the enclosure (sim fault tamper on|off)
 
     # -- the world outside the daemon ----------------------------------------
 
@@ -212,8 +215,11 @@ class MockStation:
         if name in _STATION_FAULTS:
             if connector is not None:
                 raise ValueError(
-                    f"{name} is a station fault (the reader is shared); leave connector unset"
+                    f"{name} is a station fault (one reader, one enclosure); leave connector unset"
                 )
+            if name == "tamper":
+                self.tamper.set(on)
+                return
             self.reader.dead = on
             log.warning("mock: fault %s %s", name, "injected" if on else "cleared")
             return
@@ -270,8 +276,8 @@ class MockStation:
             "rcd_test_fail": lambda c: c.rcd is not None and c.rcd.fail_test,
         }
         for name in FAULT_NAMES:
-            if name == "reader_dead":
-                if self.reader.dead:
+            if name in _STATION_FAULTS:
+                if self.reader.dead if name == "reader_dead" else self.tamper.opened:
                     active[name] = True
                 continue
             numbers = [c.sim.number for c in self._connectors if flags[name](c)]
@@ -392,4 +398,5 @@ def open_mock_station(
         kind="mock",
         sim=station,
         closers=[station.close],
+        tamper=station.tamper,
     )

@@ -109,6 +109,7 @@ def pin_uses(cfg: HardwareConfig) -> list[PinUse]:
         r = cfg.reader
         spi(r.spi_bus, r.spi_device, "RC522 reader", None)
         gpio(r.rst_pin, "RC522 reader RST")
+    gpio(cfg.tamper.pin, "enclosure tamper switch")
     return uses
 
 
@@ -234,6 +235,12 @@ async def open_pi_station(
             reader = Rc522Reader(cfg.reader, pin_factory=factory)
             closers.append(reader.close)
             await reader.start()
+        tamper = None
+        if cfg.tamper.pin is not None:
+            from hal.tamper import GpioTamperSwitch
+
+            tamper = GpioTamperSwitch(cfg.tamper, pin_factory=factory)
+            closers.append(tamper.release)
         if world is not None:
             world.settle()
     except BaseException:
@@ -246,7 +253,7 @@ async def open_pi_station(
         bus.name,
     )
     return StationHardware(
-        connectors=connectors, reader=reader, kind="pi", sim=world, closers=closers
+        connectors=connectors, reader=reader, kind="pi", sim=world, closers=closers, tamper=tamper
     )
 
 

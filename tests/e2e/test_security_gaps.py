@@ -50,3 +50,22 @@ async def test_chargerctl_clears_the_security_log_and_the_csms_hears_it(rig, csm
     )
     assert [e["type"] for e in security_log(rig)] == ["SecurityLogWasCleared"]
     assert "SecurityLogWasCleared" in [e["type"] for e in events(csms)]
+
+
+async def test_opening_the_enclosure_raises_tamper_detection_once_and_stays_available(rig, csms):
+    await csms.wait_for("SecurityEventNotification", timeout=10)  # StartupOfTheDevice
+    out = await ctl(rig, "sim", "fault", "tamper", "on")
+    assert out.returncode == 0, out.stderr
+    await csms.wait_for(
+        "SecurityEventNotification",
+        predicate=lambda r: r.payload["type"] == "TamperDetectionActivated",
+        timeout=10,
+    )
+    listing = await ctl(rig, "sim", "fault", "--list")
+    assert "tamper  active: true" in listing.stdout
+    assert (await ctl(rig, "sim", "fault", "tamper", "off")).returncode == 0
+    st = await rig.status()
+    assert all(c["status"] == "Available" for c in st["connectors"])  # not taken out of service
+    tampers = [e for e in events(csms) if e["type"] == "TamperDetectionActivated"]
+    assert len(tampers) == 1 and tampers[0]["techInfo"] == "enclosure opened"
+    assert "TamperDetectionActivated" in [e["type"] for e in security_log(rig)]

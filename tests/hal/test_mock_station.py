@@ -152,6 +152,7 @@ async def test_faults_are_listed_per_connector(sim):
         "rcd_trip",
         "lock_lost",
         "rcd_test_fail",
+        "tamper",
     }
     assert sim.active_faults() == {}
     sim.fault("meter_silent", True)  # all connectors
@@ -285,3 +286,15 @@ async def test_a_lost_lock_is_a_lock_failure_while_locked(tmp_path, clock):
     hw.sim.fault("lock_lost", False)
     assert one.lock.faults() == frozenset() and one.lock.locked
     await hw.aclose()
+
+
+async def test_tamper_opens_and_closes_the_enclosure(sim):
+    seen: list[bool] = []
+    sim.tamper.on_change(seen.append)
+    sim.fault("tamper", True)
+    sim.fault("tamper", True)  # already open: no second change
+    assert sim.tamper.opened and sim.active_faults() == {"tamper": True}
+    sim.fault("tamper", False)
+    assert seen == [True, False] and sim.active_faults() == {}
+    with pytest.raises(ValueError, match="station fault"):
+        sim.fault("tamper", True, connector=1)
