@@ -345,6 +345,7 @@ class Daemon:
         from chargerd.features.diagnostics import DiagnosticsService
         from chargerd.features.firmware_setup import https_context
         from chargerd.features.security_events import durable_sender
+        from chargerd.features.upload_journal import UploadJournal
 
         cfg = self.cfg
 
@@ -376,6 +377,7 @@ class Daemon:
             journal_unit=None if cfg.paths.log_file else "chargerd",
             # https:// locations: the system's CAs plus the CSMS's (as for firmware downloads)
             ssl_context=lambda: https_context(cfg.csms.ca_file, cfg.paths.certs_dir),
+            journal=UploadJournal(self.store),  # uploads cut by a restart get a final status
         )
         self.trigger.diagnostics_status = self.diagnostics.trigger_status
         self.link.register(self.diagnostics)

@@ -136,6 +136,7 @@ class DiagnosticsService:
         ssl_context: Callable[[], Any] = lambda: None,
         journal_unit: str | None = None,
         journalctl: str = "journalctl",
+        journal: Any = None,  # an upload_journal.UploadJournal: final statuses across restarts
     ) -> None:
         self._clock = clock
         self._cp = charge_point_id
@@ -154,6 +155,37 @@ class DiagnosticsService:
         self.diagnostics: UploadJob | None = None
         self.log: UploadJob | None = None
         self._to_start: list[UploadJob] = []
+        self._journal = journal
+        if journal is not None:
+            self._close_interrupted()
+
+    def _close_interrupted(self) -> None:
+        """Uploads a restart cut get their final failure now (upload_journal.py)."""
+        from chargerd.features.upload_journal import INTERRUPTED
+
+        for cut in self._journal.close_interrupted(self._notify):
+            job = UploadJob(cut.kind, cut.location, cut.filename, 0, 0, request_id=cut.request_id)
+            job.state = "UploadFailed" if cut.kind == "Diagnostics" else "UploadFailure"
+            job.error, job.started_at = INTERRUPTED, cut.accepted_at
+            job.ended_at = iso(self._clock.now())
+            if cut.kind == "Diagnostics":
+                self.diagnostics = job
+            else:
+                self.log = job
+
+    def _journal_begin(self, job: UploadJob) -> None:
+        if self._journal is None:
+            return
+        try:
+            at = iso(self._clock.now())
+            self._journal.begin(job.kind, job.request_id, job.filename, job.location, at)
+        except Exception as exc:  # a full disk: the upload still runs, unjournaled
+            log.error("%s upload %s not journaled: %s", job.kind, job.filename, exc)
+
+    def _ending(self, job: UploadJob) -> contextlib.AbstractContextManager:
+        if self._journal is None:
+            return contextlib.nullcontext()
+        return self._journal.ending(job.kind, job.filename)
 
     def _remove_stale_bundles(self) -> None:
         """Bundles a crash or a power cut left behind (each lives in ``upload-*`` only
@@ -231,6 +263,7 @@ class DiagnosticsService:
         )
         self._cancel(self.diagnostics)
         self.diagnostics = job
+        self._journal_begin(job)
         self._to_start.append(job)
         log.info("GetDiagnostics: %s to %s", job.filename, location.split("@")[-1])
         return call_result.GetDiagnostics(file_name=job.filename)
@@ -268,6 +301,7 @@ class DiagnosticsService:
         )
         canceled = self._cancel(self.log)
         self.log = job
+        self._journal_begin(job)
         self._to_start.append(job)
         _log_info("GetLog %s #%s: %s", log_type, request_id, job.filename)
         status = "AcceptedCanceled" if canceled else "Accepted"
@@ -331,7 +365,12 @@ class DiagnosticsService:
             final = log_failure_status(job.error)
         job.state = final
         job.ended_at = iso(self._clock.now())
-        self._send(job, final)
+        try:
+            with self._ending(job):  # the final status and the journal row's removal: atomic
+                self._send(job, final)
+        except Exception as exc:  # the store refused: the status goes live at least
+            log.error("%s upload %s: final status not journaled: %s", job.kind, job.filename, exc)
+            self._send(job, final)
 
     async def _upload_with_retries(self, job: UploadJob, path: Path) -> bool:
         from chargerd.features.transfer import TransferError
