@@ -425,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_config)
 
     _add_sim(sub)
-    add_security_log_parser(sub, _non_negative_int)
+    add_security_log_parser(sub, _non_negative_int, _client)
     return p
 
 

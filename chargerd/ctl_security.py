@@ -6,10 +6,15 @@ Kept out of cli.py (stdlib only here too, so chargerctl still starts fast).
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import Any
 
+EXIT_OK = 0
 
-def add_security_log_parser(sub: Any, non_negative_int: Any) -> None:
+
+def add_security_log_parser(sub: Any, non_negative_int: Any, client: Any) -> None:
+    """``client(ns)`` opens the control-socket client (cli._client: passed in, no import
+    circle)."""
     s = sub.add_parser(
         "security-log",
         help="the security events log (--clear empties it)",
@@ -20,25 +25,24 @@ def add_security_log_parser(sub: Any, non_negative_int: Any) -> None:
     s.add_argument("--lines", "-n", type=non_negative_int, default=20, metavar="N")
     s.add_argument("--clear", action="store_true", help="delete the log (technician)")
     s.add_argument("--json", action="store_true", help="print the daemon's answer as JSON")
-    s.set_defaults(func=cmd_security_log)
+    s.set_defaults(func=functools.partial(cmd_security_log, client))
 
 
-def cmd_security_log(ns: argparse.Namespace) -> int:
-    from chargerd import cli
+def cmd_security_log(open_client: Any, ns: argparse.Namespace) -> int:
     from chargerd.ctlformat import _dump, _text
 
-    with cli._client(ns) as client:
+    with open_client(ns) as client:
         if ns.clear:
             result = client.call("security_log.clear", {})
             if ns.json:
                 _dump(result)
             else:
                 print(f"security log cleared ({_text(result.get('cleared'))} entries)")
-            return cli.EXIT_OK
+            return EXIT_OK
         result = client.call("security_log", {"lines": ns.lines})
     if ns.json:
         _dump(result)
-        return cli.EXIT_OK
+        return EXIT_OK
     entries = result.get("entries")
     for e in entries if isinstance(entries, list) else []:
         if not isinstance(e, dict):
@@ -48,4 +52,4 @@ def cmd_security_log(ns: argparse.Namespace) -> int:
         print(f"{line}  {_text(info)}" if info else line)
     if not result.get("total"):
         print("the security log is empty")
-    return cli.EXIT_OK
+    return EXIT_OK

@@ -37,7 +37,7 @@ from chargerd.link import frames
 from chargerd.link.backoff import reconnect_delay
 from chargerd.link.errors import CallErrorReceived, CallResultInvalid, CallTimeout, NotConnected
 from chargerd.link.framelog import FrameLog
-from chargerd.link.replay import RecentIds, replay_callerror
+from chargerd.link.replay import RecentIds
 from chargerd.link.router import Router
 from chargerd.link.tlsdiag import (
     connect_failure_kind,
@@ -483,11 +483,9 @@ class Link:
                     ),
                 )
                 return
-            if self._recent_ids.repeated(msg.unique_id):
-                log.warning("CSMS CALL %s repeats a message id: refused", msg.unique_id)
+            if self._recent_ids.repeated(msg.unique_id):  # still answered: see replay.py
+                log.warning("CSMS CALL %s repeats a message id", msg.unique_id)
                 self._notify(self.replay_listeners, msg.unique_id)
-                await self._send_quietly(ws, replay_callerror(msg.unique_id))
-                return
             self._spawn(self._inbound, self._answer(ws, msg))
         elif isinstance(msg, frames.InboundResult | frames.InboundError):
             self._match_response(msg)

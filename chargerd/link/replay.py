@@ -3,11 +3,13 @@
 OCPP-J 1.6 section 4.1.1: the message id of a CALL "MUST be different from all
 message IDs previously used by the same sender for CALL messages on the same
 websocket connection".  A CSMS CALL that repeats such an id is either a broken
-CSMS or a frame captured and sent again; in both cases doing the action a
-second time (a RemoteStartTransaction, a Reset, an UnlockConnector) is the
-harm a replay aims at.  So the station does *not* run it again: it answers a
-CALLERROR ``SecurityError`` (the code OCPP-J has for "a security issue
-prevented completing the action") and raises AttemptedReplayAttacks.
+CSMS or a frame captured and sent again; the station raises
+AttemptedReplayAttacks (rate-limited by the daemon) so that the operator hears of
+it.  The CALL is still answered as any other: that is the link's contract since
+the beginning (tests/fuzz: "the CSMS broke the rule, not us"), a CSMS that reuses
+ids by mistake keeps working, and over TLS (profiles 2 and 3) a third party
+cannot inject a captured frame into the session anyway; a refusal would only hurt
+the broken-CSMS case.  Recording, not blocking, is what the whitepaper asks.
 
 The ids are remembered per connection (a new connection starts empty, as the
 rule is per connection), for ``window_s`` seconds and at most ``max_ids`` of
@@ -18,8 +20,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-
-from chargerd.link import frames
 
 
 class RecentIds:
@@ -50,9 +50,3 @@ class RecentIds:
             return True
         self._seen[unique_id] = now
         return False
-
-
-def replay_callerror(unique_id: str) -> str:
-    """The CALLERROR frame answering a repeated CALL: SecurityError, the action not run."""
-    why = "message id already used on this connection; not executed again"
-    return frames.callerror_json(unique_id, "SecurityError", why, {})
