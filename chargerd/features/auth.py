@@ -24,7 +24,7 @@ from ocpp.routing import on
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action, AuthorizationStatus, ClearCacheStatus
 
-from chargerd.clock import Clock, iso, parse_iso
+from chargerd.clock import Clock, iso
 from chargerd.features.authz import Decision, IdTagInfo, Verdict, decide
 from chargerd.store import Store, StoreError
 
@@ -75,13 +75,7 @@ class AuthorizationCache:
             "SELECT status, expiry_date, parent_id_tag FROM auth_cache WHERE id_tag = ?",
             (id_tag,),
         )
-        if row is None:
-            return None
-        return IdTagInfo(
-            status=AuthorizationStatus(row["status"]),
-            expiry_date=parse_iso(row["expiry_date"]) if row["expiry_date"] else None,
-            parent_id_tag=row["parent_id_tag"],
-        )
+        return None if row is None else IdTagInfo.from_row(row)
 
     def update(self, id_tag: str, id_tag_info: dict[str, Any] | IdTagInfo) -> None:
         """Remember what the CSMS said about ``id_tag`` (camelCase idTagInfo).

@@ -52,6 +52,15 @@ class IdTagInfo:
             parent_id_tag=data.get("parentIdTag") or None,
         )
 
+    @classmethod
+    def from_row(cls, row: Any) -> IdTagInfo:
+        """From a stored row (status, expiry_date, parent_id_tag): the cache and the list."""
+        return cls(
+            status=AuthorizationStatus(row["status"]),
+            expiry_date=parse_iso(row["expiry_date"]) if row["expiry_date"] else None,
+            parent_id_tag=row["parent_id_tag"],
+        )
+
     def to_ocpp(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": str(self.status)}
         if self.expiry_date is not None:

@@ -210,13 +210,7 @@ class LocalAuthList:
             "SELECT status, expiry_date, parent_id_tag FROM local_list WHERE id_tag = ?",
             (id_tag,),
         )
-        if row is None:
-            return None
-        return IdTagInfo(
-            status=AuthorizationStatus(row["status"]),
-            expiry_date=parse_iso(row["expiry_date"]) if row["expiry_date"] else None,
-            parent_id_tag=row["parent_id_tag"],
-        )
+        return None if row is None else IdTagInfo.from_row(row)
 
     def contains(self, id_tag: str) -> bool:
         return self.lookup(id_tag) is not None
