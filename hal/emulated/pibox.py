@@ -51,7 +51,7 @@ from hal.emulated.pibox_chips import (
     bursts,
 )
 from hal.errors import HardwareConfigError
-from hal.mock.ev import SimConnector, validate_ev
+from hal.mock.ev import SimConnector, connector_index, validate_ev
 from hal.mock.register import EnergyRegister
 from hal.pilot_math import current_for_duty
 
@@ -327,16 +327,7 @@ class PiboxWorld:
         return len(self._conns)
 
     def _conn(self, connector: int) -> _Connector:
-        if (
-            isinstance(connector, bool)
-            or not isinstance(connector, int)
-            or not 1 <= connector <= len(self._conns)
-        ):
-            raise ValueError(
-                f"unknown connector {connector!r}: this station has connectors "
-                f"1..{len(self._conns)}"
-            )
-        return self._conns[connector - 1]
+        return self._conns[connector_index(connector, len(self._conns))]
 
     def _event(self, name: str, connector: int | None = None, **extra: Any) -> None:
         self.events.append({"t": time.monotonic(), "event": name, "connector": connector, **extra})

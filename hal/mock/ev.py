@@ -63,6 +63,17 @@ def validate_ev(ev_max_current_a: float, phases: int, cable_capacity_a: int) -> 
         )
 
 
+def connector_index(connector: object, count: int) -> int:
+    """The list index of a bench's ``connector`` number (1..count), or a ValueError.
+
+    The bench controls (the mock station's and pibox's ``sim``) take the number from a
+    socket command, so anything may arrive: a bool, a string, 0.
+    """
+    if isinstance(connector, bool) or not isinstance(connector, int) or not 1 <= connector <= count:
+        raise ValueError(f"unknown connector {connector!r}: this station has connectors 1..{count}")
+    return connector - 1
+
+
 class SimConnector:
     """What physically happens at one connector; every mutator integrates energy first."""
 

@@ -30,7 +30,7 @@ from hal.mock.devices import (
     MockPilot,
     MockRfidReader,
 )
-from hal.mock.ev import SimConnector, validate_ev
+from hal.mock.ev import SimConnector, connector_index, validate_ev
 from hal.mock.rcd import MockRcd
 from hal.mock.register import EnergyRegister
 from hal.tamper import MockTamperSwitch
@@ -140,16 +140,7 @@ class MockStation:
 
     def connector(self, connector: int) -> MockConnector:
         """The simulated parts of one connector (for tests that look inside)."""
-        if (
-            isinstance(connector, bool)
-            or not isinstance(connector, int)
-            or not 1 <= connector <= len(self._connectors)
-        ):
-            raise ValueError(
-                f"unknown connector {connector!r}: this station has connectors "
-                f"1..{len(self._connectors)}"
-            )
-        return self._connectors[connector - 1]
+        return self._connectors[connector_index(connector, len(self._connectors))]
 
     # -- the car and its cable -----------------------------------------------
 
