@@ -18,8 +18,9 @@ from typing import Any
 from gpiozero.pins.mock import MockPWMPin
 
 from hal.emulated import modbus_meter as modbus
+from hal.emulated import rcd
 from hal.emulated.mcp3008 import Mcp3008MockFactory
-from hal.emulated.rcd import RcdModule
+from hal.emulated.rcd import FaultOutputPin, RcdModule, TestInputPin
 from hal.interfaces import MeterSample
 from hal.meters import TYPES, Register, load_register_map
 
@@ -152,25 +153,12 @@ def _encode(reg: Register, value: float) -> list[int]:
     return words
 
 
-class _RcdFaultOutput(WorldPin):
-    """The monitor's push-pull fault output: the Pi's weak pull does not move it."""
-
-    def _set_pull(self, value: str) -> None:
-        self._pull = value
+class _RcdFaultOutput(FaultOutputPin, WorldPin):
+    pass
 
 
-class _RcdTestInput(WorldPin):
-    """The monitor's test input: it tells the module when the station drives it."""
-
-    def __init__(self, factory: Any, info: Any, *, module: RcdModule, active_high: bool) -> None:
-        super().__init__(factory, info)
-        self.module, self.active_high = module, active_high
-
-    def _change_state(self, value: Any) -> bool:
-        changed = super()._change_state(value)
-        if changed:
-            self.module.test_input(bool(value) == self.active_high)
-        return changed
+class _RcdTestInput(TestInputPin, WorldPin):
+    pass
 
 
 def attach_rcd(
@@ -183,11 +171,13 @@ def attach_rcd(
     trip_after_s: float,
 ) -> RcdModule:
     """hal.emulated.rcd's module on a pibox's (PWM-capable) pins, before the station opens."""
-    module = RcdModule(
-        factory.pin(fault_pin, pin_class=_RcdFaultOutput),
+    return rcd.attach(
+        factory,
+        fault_pin=fault_pin,
+        test_pin=test_pin,
         fault_active_high=fault_active_high,
+        test_active_high=test_active_high,
         trip_after_s=trip_after_s,
+        fault_class=_RcdFaultOutput,
+        test_class=_RcdTestInput,
     )
-    if test_pin is not None:
-        factory.pin(test_pin, pin_class=_RcdTestInput, module=module, active_high=test_active_high)
-    return module

@@ -78,8 +78,12 @@ class RcdModule:
             self.fault.drive_low()
 
 
-class _TestInput(MockPin):
-    """The module's test input as a pin: it tells the module when the station drives it."""
+class TestInputPin:
+    """The module's test input as a pin: it tells the module when the station drives it.
+
+    A mixin, so that any mock pin class (a plain MockPin here, pibox's world pins) can
+    carry the module's pins.
+    """
 
     def __init__(self, factory: Any, info: Any, *, module: RcdModule, active_high: bool) -> None:
         super().__init__(factory, info)
@@ -92,11 +96,19 @@ class _TestInput(MockPin):
         return changed
 
 
-class _FaultOutput(MockPin):
-    """The module's push-pull fault output: the Pi's weak pull does not move it."""
+class FaultOutputPin:
+    """The module's push-pull fault output (a mixin): the Pi's weak pull does not move it."""
 
     def _set_pull(self, value: str) -> None:
         self._pull = value
+
+
+class _TestInput(TestInputPin, MockPin):
+    pass
+
+
+class _FaultOutput(FaultOutputPin, MockPin):
+    pass
 
 
 def attach(
@@ -107,13 +119,19 @@ def attach(
     fault_active_high: bool = True,
     test_active_high: bool = True,
     trip_after_s: float = 0.0,
+    fault_class: type = _FaultOutput,
+    test_class: type = _TestInput,
 ) -> RcdModule:
-    """Wire a module to ``factory`` before the station opens its pins; the module."""
+    """Wire a module to ``factory`` before the station opens its pins; the module.
+
+    ``fault_class`` / ``test_class``: the pin classes, for a factory whose pins must be of
+    its own kind (pibox's world pins).
+    """
     module = RcdModule(
-        factory.pin(fault_pin, pin_class=_FaultOutput),
+        factory.pin(fault_pin, pin_class=fault_class),
         fault_active_high=fault_active_high,
         trip_after_s=trip_after_s,
     )
     if test_pin is not None:
-        factory.pin(test_pin, pin_class=_TestInput, module=module, active_high=test_active_high)
+        factory.pin(test_pin, pin_class=test_class, module=module, active_high=test_active_high)
     return module
