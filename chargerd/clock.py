@@ -78,6 +78,23 @@ class ManualClock:
         self._now = csms_now if csms_now.tzinfo else csms_now.replace(tzinfo=UTC)
 
 
+async def sleep_or_wake(clock: Clock, seconds: float, wake: asyncio.Event) -> None:
+    """Sleep ``seconds`` on ``clock``, or less if ``wake`` is set meanwhile.
+
+    The timers of the features (profile boundaries, reservation expiry, certificate
+    renewal, reconnect backoff) sleep on the injectable clock but must re-plan at once
+    when their state changes; the caller clears ``wake`` before it plans.
+    """
+    sleeper = asyncio.ensure_future(clock.sleep(seconds))
+    waker = asyncio.ensure_future(wake.wait())
+    try:
+        await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sleeper, waker):
+            task.cancel()
+        await asyncio.gather(sleeper, waker, return_exceptions=True)
+
+
 def iso(dt: datetime) -> str:
     """OCPP timestamps: UTC, ISO 8601, 'Z' suffix, millisecond precision."""
     return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

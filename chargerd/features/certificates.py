@@ -25,7 +25,6 @@ Policies worth knowing (the whitepaper leaves room; these are ours):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import itertools
 import logging
@@ -40,7 +39,7 @@ from ocpp.routing import after, on
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action
 
-from chargerd.clock import Clock
+from chargerd.clock import Clock, sleep_or_wake
 from chargerd.features.certstore import (
     CertHash,
     CertStore,
@@ -417,15 +416,7 @@ class CertificateService:
         while True:
             delay = await self.check_renewal()
             self._wake.clear()
-            sleeper = asyncio.ensure_future(self._clock.sleep(delay))
-            waker = asyncio.ensure_future(self._wake.wait())
-            try:
-                await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in (sleeper, waker):
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+            await sleep_or_wake(self._clock, delay, self._wake)
 
     def status_fields(self) -> dict[str, Any]:
         """For ``chargerctl status``: the station certificate's expiry, the roots installed."""

@@ -39,7 +39,7 @@ from ocpp.routing import on
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action, CancelReservationStatus, ReservationStatus
 
-from chargerd.clock import Clock, iso, parse_iso
+from chargerd.clock import Clock, iso, parse_iso, sleep_or_wake
 from chargerd.features.authz import IdTagInfo, same_id_tag
 from chargerd.features.status import BLOCKING_FAULTS
 from chargerd.store import Store, StoreError
@@ -425,14 +425,7 @@ class ReservationService:
                 await self._wake.wait()
                 continue
             delay = max(0.0, (nxt - self._clock.now()).total_seconds())
-            sleeper = asyncio.ensure_future(self._clock.sleep(delay))
-            waker = asyncio.ensure_future(self._wake.wait())
-            try:
-                await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in (sleeper, waker):
-                    task.cancel()
-                await asyncio.gather(sleeper, waker, return_exceptions=True)
+            await sleep_or_wake(self._clock, delay, self._wake)
 
     # -- OCPP ----------------------------------------------------------------------------
 

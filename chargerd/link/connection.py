@@ -32,7 +32,7 @@ from ocpp.messages import Call
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from chargerd.clock import Clock, iso
+from chargerd.clock import Clock, iso, sleep_or_wake
 from chargerd.link import frames
 from chargerd.link.backoff import reconnect_delay
 from chargerd.link.errors import CallErrorReceived, CallResultInvalid, CallTimeout, NotConnected
@@ -306,13 +306,7 @@ class Link:
         self._wake.clear()
         if self._skip_backoff or self._closing:
             return
-        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
-        waker = asyncio.ensure_future(self._wake.wait())
-        try:
-            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleeper.cancel()
-            waker.cancel()
+        await sleep_or_wake(self._clock, seconds, self._wake)
 
     async def _connect_once(self) -> float | None:
         """One connection from handshake to close; returns how long it lived (None: never up)."""

@@ -24,7 +24,6 @@ pauses the EV: no PWM, SuspendedEVSE, until the limit rises again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -41,7 +40,7 @@ from ocpp.v16.enums import (
     GetCompositeScheduleStatus,
 )
 
-from chargerd.clock import Clock, iso
+from chargerd.clock import Clock, iso, sleep_or_wake
 from chargerd.features.configuration import CSL, ConfigurationService
 from chargerd.features.smart_charging.composite import (
     MIN_OFFER_A,
@@ -267,15 +266,7 @@ class SmartChargingService:
             except Exception:
                 log.exception("smart charging evaluation failed; trying again shortly")
                 delay = 1.0
-            sleeper = asyncio.ensure_future(self._clock.sleep(delay))
-            waker = asyncio.ensure_future(self._wake.wait())
-            try:
-                await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in (sleeper, waker):
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+            await sleep_or_wake(self._clock, delay, self._wake)
 
     async def apply(self) -> float:
         """Re-offer where the limit moved; the seconds until the next instant it may move."""
