@@ -28,9 +28,7 @@ factory; see ``check_bench_only`` for what keeps it off a real charger.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -51,7 +49,7 @@ from hal.emulated.pibox_chips import (
     bursts,
 )
 from hal.errors import HardwareConfigError
-from hal.mock.ev import SimConnector, connector_index, validate_ev
+from hal.mock.ev import SimConnector, connector_index, restore_world, save_world
 from hal.mock.register import EnergyRegister
 from hal.pilot_math import current_for_duty
 
@@ -514,40 +512,7 @@ class PiboxWorld:
 
     def _save(self) -> None:
         """The cars stay plugged when the daemon dies (kill -9, power cut of the Pi)."""
-        world = [
-            {
-                "plugged": c.sim.plugged,
-                "wants_charge": c.sim.wants_charge,
-                "ev_max_current_a": c.sim.ev_max_current_a,
-                "phases": c.sim.phases,
-                "cable_capacity_a": c.sim.cable_capacity_a,
-            }
-            for c in self._conns
-        ]
-        tmp = self._world_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(world))
-        os.replace(tmp, self._world_file)
+        save_world(self._world_file, [c.sim for c in self._conns])
 
     def _restore(self) -> None:
-        try:
-            world = json.loads(self._world_file.read_text())
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            log.warning("pibox: ignoring unreadable %s: %s", self._world_file, exc)
-            return
-        for c, saved in zip(self._conns, world, strict=False):
-            if not saved.get("plugged"):
-                continue
-            try:
-                validate_ev(saved["ev_max_current_a"], saved["phases"], saved["cable_capacity_a"])
-                c.sim.plug(
-                    ev_max_current_a=saved["ev_max_current_a"],
-                    phases=saved["phases"],
-                    cable_capacity_a=saved["cable_capacity_a"],
-                )
-                c.sim.set_wants_charge(bool(saved.get("wants_charge")))
-            except (KeyError, ValueError) as exc:
-                log.warning("pibox: connector %s: ignoring saved EV: %s", c.number, exc)
-                continue
-            log.info("pibox: connector %s: the EV is still plugged in", c.number)
+        restore_world(self._world_file, [c.sim for c in self._conns], who="pibox")

@@ -15,11 +15,17 @@ instead of sleeping.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from hal.interfaces import EvState, MeterSample
 from hal.mock.register import EnergyRegister
+
+log = logging.getLogger(__name__)
 
 CABLE_CAPACITIES_A = (13, 20, 32, 63)  # the PP resistor values IEC 61851 defines
 MIN_OFFER_A = 6.0  # IEC 61851-1: below 6 A (10 % duty) there is no valid offer
@@ -227,3 +233,53 @@ class SimConnector:
     def set_ev_error(self, on: bool) -> None:
         self.advance()
         self.ev_error = on
+
+
+# -- the world outside the daemon -----------------------------------------------------
+
+
+def save_world(path: Path, sims: Sequence[SimConnector]) -> None:
+    """Persist the cars and cables: they stay where they are when the daemon dies.
+
+    A power cut or a kill -9 of chargerd does not unplug the EV; after the restart
+    the station (mock or pibox) must find it still there, as on real hardware.
+    """
+    world = [
+        {
+            "plugged": sim.plugged,
+            "wants_charge": sim.wants_charge,
+            "ev_max_current_a": sim.ev_max_current_a,
+            "phases": sim.phases,
+            "cable_capacity_a": sim.cable_capacity_a,
+        }
+        for sim in sims
+    ]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(world))
+    os.replace(tmp, path)
+
+
+def restore_world(path: Path, sims: Sequence[SimConnector], *, who: str) -> None:
+    """Plug back the EVs that ``save_world`` found plugged; a broken entry is skipped."""
+    try:
+        world = json.loads(path.read_text())
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as exc:
+        log.warning("%s: ignoring unreadable %s: %s", who, path, exc)
+        return
+    for sim, saved in zip(sims, world, strict=False):
+        if not saved.get("plugged"):
+            continue
+        try:
+            validate_ev(saved["ev_max_current_a"], saved["phases"], saved["cable_capacity_a"])
+            sim.plug(
+                ev_max_current_a=saved["ev_max_current_a"],
+                phases=saved["phases"],
+                cable_capacity_a=saved["cable_capacity_a"],
+            )
+            sim.set_wants_charge(bool(saved.get("wants_charge")))
+        except (KeyError, ValueError) as exc:
+            log.warning("%s: connector %s: ignoring saved EV: %s", who, sim.number, exc)
+            continue
+        log.info("%s: connector %s: the EV is still plugged in", who, sim.number)

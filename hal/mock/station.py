@@ -10,9 +10,7 @@ says why.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +28,13 @@ from hal.mock.devices import (
     MockPilot,
     MockRfidReader,
 )
-from hal.mock.ev import SimConnector, connector_index, validate_ev
+from hal.mock.ev import (
+    SimConnector,
+    connector_index,
+    restore_world,
+    save_world,
+    validate_ev,
+)
 from hal.mock.rcd import MockRcd
 from hal.mock.register import EnergyRegister
 from hal.tamper import MockTamperSwitch
@@ -95,44 +99,12 @@ class MockStation:
     # -- the world outside the daemon ----------------------------------------
 
     def _save_world(self) -> None:
-        """Persist the cars and cables: they stay where they are when the daemon dies.
-
-        A power cut or a kill -9 of chargerd does not unplug the EV; after the
-        restart the station must find it still there, as it would on real hardware.
-        """
-        if self._world_file is None:
-            return
-        world = [
-            {
-                "plugged": c.sim.plugged,
-                "wants_charge": c.sim.wants_charge,
-                "ev_max_current_a": c.sim.ev_max_current_a,
-                "phases": c.sim.phases,
-                "cable_capacity_a": c.sim.cable_capacity_a,
-            }
-            for c in self._connectors
-        ]
-        tmp = self._world_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(world))
-        os.replace(tmp, self._world_file)
+        if self._world_file is not None:
+            save_world(self._world_file, [c.sim for c in self._connectors])
 
     def _restore_world(self) -> None:
-        if self._world_file is None or not self._world_file.exists():
-            return
-        try:
-            world = json.loads(self._world_file.read_text())
-        except (OSError, ValueError) as exc:
-            log.warning("mock: ignoring unreadable %s: %s", self._world_file, exc)
-            return
-        for c, saved in zip(self._connectors, world, strict=False):
-            if saved.get("plugged"):
-                c.sim.plug(
-                    ev_max_current_a=saved["ev_max_current_a"],
-                    phases=saved["phases"],
-                    cable_capacity_a=saved["cable_capacity_a"],
-                )
-                c.sim.set_wants_charge(bool(saved.get("wants_charge")))
-                log.info("mock: connector %s: the EV is still plugged in", c.sim.number)
+        if self._world_file is not None:
+            restore_world(self._world_file, [c.sim for c in self._connectors], who="mock")
 
     @property
     def connector_count(self) -> int:
